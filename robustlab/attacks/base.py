@@ -1,0 +1,134 @@
+"""What every attack shares: the eval-mode context, the one input-gradient function (with EoT) and the
+callable ``Attack`` base class that validates input and keeps outputs in the threat model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks.losses import LossFn, get_loss
+from robustlab.errors import InputError
+from robustlab.threat import ThreatModel
+from robustlab.validation import check_images, check_labels, check_logits, check_positive
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and switch parameter gradients off; restore both exactly afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def input_gradient(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    *,
+    targeted: bool = False,
+    eot_samples: int = 1,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradient of the per-sample attack objective with respect to the input.
+
+    The objective is ``loss_fn(logits, y)`` (or its negative when ``targeted``, with ``y`` the target), so
+    ascending the gradient always helps the attacker. With ``eot_samples > 1`` the gradient, loss and logits
+    are averaged over that many forward passes of a stochastic model (Expectation over Transformation).
+    Returns ``(grad, objective, logits)``, the latter two detached, each averaged over EoT samples.
+    """
+    if eot_samples < 1:
+        raise InputError(f"eot_samples must be >= 1, got {eot_samples}")
+    grad_sum = torch.zeros_like(x)
+    obj_sum = x.new_zeros(x.shape[0])
+    logits_sum: Tensor | None = None
+    for _ in range(eot_samples):
+        x_req = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = check_logits(model(x_req), x.shape[0])
+            objective = loss_fn(logits, y)
+            if targeted:
+                objective = -objective
+            (grad,) = torch.autograd.grad(objective.sum(), x_req)
+        grad_sum += grad
+        obj_sum += objective.detach()
+        logits_sum = logits.detach().float() if logits_sum is None else logits_sum + logits.detach().float()
+    assert logits_sum is not None
+    return grad_sum / eot_samples, obj_sum / eot_samples, logits_sum / eot_samples
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits of ``model`` on ``x`` in chunks, without gradients (the model's mode is left to the caller)."""
+    chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    return torch.cat([check_logits(model(chunk), len(chunk)) for chunk in chunks])
+
+
+class Attack:
+    """Base class: ``attack = PGD(model, threat, ...); x_adv = attack(x, y)`` or ``attack(x, y, target=t)``.
+
+    ``__call__`` validates inputs, runs ``perturb`` under :func:`attack_mode`, and checks that the output lies
+    in the threat model's ball and the [0, 1] box. Subclasses implement ``perturb``.
+    """
+
+    supports_targeted: bool = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        threat: ThreatModel,
+        *,
+        loss: str | LossFn = "ce",
+        eot_samples: int = 1,
+    ) -> None:
+        if not isinstance(threat, ThreatModel):
+            raise InputError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        check_positive(eot_samples, "eot_samples")
+        self.model = model
+        self.threat = threat
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
+        self.loss_fn = get_loss(loss)
+        self.eot_samples = int(eot_samples)
+
+    def gradient(self, x: Tensor, y: Tensor, *, targeted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The shared input gradient with this attack's loss and EoT setting."""
+        return input_gradient(self.model, x, y, self.loss_fn, targeted=targeted, eot_samples=self.eot_samples)
+
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        check_images(x)
+        check_labels(y, x.shape[0])
+        y = y.to(x.device)
+        if target is not None:
+            if not self.supports_targeted:
+                raise InputError(f"{type(self).__name__} has no targeted mode")
+            check_labels(target, x.shape[0], name="target")
+            target = target.to(x.device)
+            if bool((target == y).any()):
+                raise InputError("target equals the true label for some samples; a targeted attack needs target != y")
+        with attack_mode(self.model):
+            with torch.no_grad():
+                num_classes = check_logits(self.model(x[:1]), 1).shape[1]
+            check_labels(y, x.shape[0], num_classes)
+            if target is not None:
+                check_labels(target, x.shape[0], num_classes, name="target")
+            x_adv = self.perturb(x.detach(), y, target)
+        x_adv = x_adv.detach()
+        if not bool(self.threat.contains(x_adv, x).all()):  # a bug in an attack, never the user's fault
+            raise RuntimeError(f"{type(self).__name__} produced points outside {self.threat} or [0, 1]")
+        return x_adv
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Return adversarial examples for validated inputs; the model is already in attack mode."""
+        raise NotImplementedError

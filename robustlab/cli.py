@@ -1,0 +1,222 @@
+"""The ``robustlab`` command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from robustlab.errors import RobustlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial robustness: train, attack, evaluate.")
+console = Console()
+err_console = Console(stderr=True)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")]
+
+
+def main() -> None:
+    """Entry point: robustlab errors become one red line and exit code 2, not a traceback."""
+    try:
+        app()
+    except RobustlabError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+def _overrides(pairs: list[str] | None, epochs: int | None, n: int | None = None) -> dict[str, Any]:
+    from robustlab.presets import deep_merge, parse_overrides
+
+    out = parse_overrides(pairs or [])
+    if epochs is not None:
+        out = deep_merge(out, {"train": {"epochs": epochs}})
+    if n is not None:
+        out = deep_merge(out, {"eval": {"n": n}})
+    return out
+
+
+def _result_table(title: str, result: Any, published: dict[str, Any] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("accuracy", justify="right")
+    for label, acc in result.summary_rows():
+        table.add_row(label if label == "clean" else f"robust: {label}", f"{100 * acc:.2f}%")
+    for key in ("large_eps_accuracy",):
+        if key in result.sanity:
+            ok = "ok" if result.sanity["large_eps_collapsed"] else "[red]FAILED: does not collapse[/red]"
+            table.add_row(f"sanity: {result.protocol[0]['name']} at eps={result.sanity['large_eps']}",
+                          f"{100 * result.sanity[key]:.2f}% ({ok})")
+    if "zero_grad_fraction" in result.sanity:
+        table.add_row("sanity: zero / non-finite input gradients",
+                      f"{100 * result.sanity['zero_grad_fraction']:.1f}% / {100 * result.sanity['nonfinite_grad_fraction']:.1f}%")
+    for key, value in (published or {}).items():
+        if key != "source":
+            table.add_row(f"published: {key}", f"{value}%")
+    table.caption = f"{result.n} {result.dataset} {result.split} images; threat {result.threat}"
+    return table
+
+
+@app.command()
+def train(
+    preset: Annotated[str, typer.Argument(help="Preset name (see `robustlab presets`) or a YAML file.")],
+    scale: Annotated[str, typer.Option(help="quick (CPU minutes) or paper (published budget).")] = "quick",
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    name: Annotated[str | None, typer.Option(help="Run name (folder under --runs-dir).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint and start over.")] = False,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Run the preset's evaluation.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a preset (resumes automatically from the run folder's last checkpoint)."""
+    from robustlab.presets import load_preset
+    from robustlab.training.trainer import Trainer
+
+    p = load_preset(preset, scale, _overrides(set_, epochs))
+    if name:
+        p.train.name = name
+    run_dir = runs_dir / p.train.name
+    if fresh and (run_dir / "checkpoints").exists():
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints")
+    _write_eval_config(run_dir, p)
+    summary = Trainer(p.train, run_dir, show_progress=progress).fit()
+    console.print(f"trained [bold]{p.name}[/bold] ({scale}) in {summary.seconds:.0f}s -> {run_dir}")
+    if evaluate_after:
+        _evaluate_run(run_dir, p.eval, "best", progress, published=p.published)
+
+
+def _write_eval_config(run_dir: Path, preset: Any) -> None:
+    from robustlab.utils.io import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"preset": preset.name, "scale": preset.scale, "published": preset.published,
+           "eval": preset.eval.model_dump(mode="json", exclude_none=True)}
+    atomic_write_text(run_dir / "preset.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None) -> Any:
+    from robustlab.data import load_dataset
+    from robustlab.evaluation.protocol import run_protocol
+    from robustlab.training.trainer import load_trained_model
+
+    model, meta = load_trained_model(run, which)
+    data = load_dataset(meta["dataset"], eval_cfg.split)
+    result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
+                          show_progress=progress)
+    out_dir = (run if run.is_dir() else run.parent) / "eval"
+    out = out_dir / f"{which}-{int(time.time())}.json"
+    result.save(out)
+    console.print(_result_table(f"{run} ({which})", result, published))
+    console.print(f"result written to {out}")
+    return result
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
+    which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
+    preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
+    scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
+    n: Annotated[int | None, typer.Option(help="Number of test points (default: the protocol's).")] = None,
+    eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks).")] = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/."""
+    from robustlab.evaluation.protocol import EvalConfig
+    from robustlab.presets import deep_merge, load_preset
+    from robustlab.training.config import parse_config
+
+    published: dict = {}
+    if preset is not None:
+        eval_dict = load_preset(preset, scale).eval.model_dump(mode="json", exclude_none=True)
+    elif run.is_dir() and (run / "preset.yaml").exists():
+        doc = yaml.safe_load((run / "preset.yaml").read_text())
+        eval_dict, published = doc["eval"], doc.get("published", {})
+    else:
+        eval_dict = _default_eval(run)
+    overrides = _overrides(set_, None, n).get("eval", {})
+    eval_dict = deep_merge(eval_dict, overrides)
+    if eps is not None:
+        eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
+    _evaluate_run(run, parse_config(eval_dict, EvalConfig), which, progress, published)
+
+
+def _default_eval(run: Path) -> dict[str, Any]:
+    """PGD-50 x 3 at the training threat model, when the run has no preset protocol."""
+    cfg_path = (run if run.is_dir() else run.parent.parent) / "config.yaml"
+    if not cfg_path.exists():
+        raise RobustlabError(f"{run} has no config.yaml or preset.yaml; pass --preset to choose a protocol")
+    attack = (yaml.safe_load(cfg_path.read_text()).get("objective") or {}).get("attack")
+    if not attack:
+        raise RobustlabError(f"{run} was trained without an attack; pass --preset or --set eval.attacks=[...]")
+    return {"attacks": [{"name": "pgd", "norm": attack["norm"], "eps": attack["eps"], "steps": 50, "restarts": 3}]}
+
+
+@app.command()
+def data() -> None:
+    """Show which datasets are available and from which source (and how to get the missing ones)."""
+    from robustlab.data import describe_sources
+
+    table = Table(title="datasets")
+    for col in ("dataset", "available", "source / how to get it"):
+        table.add_column(col)
+    for row in describe_sources():
+        table.add_row(row["name"], "yes" if row["available"] else "[red]no[/red]",
+                      row["source"] if row["available"] else row["hint"])
+    console.print(table)
+
+
+@app.command()
+def presets() -> None:
+    """List the bundled presets."""
+    from robustlab.presets import list_presets, load_preset
+
+    table = Table(title="presets")
+    table.add_column("name")
+    table.add_column("description")
+    for name in list_presets():
+        table.add_row(name, load_preset(name, "quick").description)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    runs_dir: RunsDir = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The main job: train a robust MNIST SmallCNN in minutes, evaluate it honestly, print the table."""
+    from robustlab.presets import load_preset
+    from robustlab.training.trainer import Trainer
+
+    t0 = time.perf_counter()
+    p = load_preset("demo", "quick")
+    run_dir = runs_dir / p.train.name
+    _write_eval_config(run_dir, p)
+    Trainer(p.train, run_dir, show_progress=progress).fit()
+    t_train = time.perf_counter() - t0
+    result = _evaluate_run(run_dir, p.eval, "best", progress)
+    total = time.perf_counter() - t0
+    checks = {
+        "clean >= 95%": result.clean_accuracy >= 0.95,
+        "PGD-50x3 robust >= 70%": result.worst_case_accuracy >= 0.70,
+        "eps=0.5 accuracy < 10% (no masking)": bool(result.sanity.get("large_eps_collapsed")),
+    }
+    for label, ok in checks.items():
+        console.print(f"  {'[green]PASS[/green]' if ok else '[red]FAIL[/red]'}  {label}")
+    console.print(f"train {t_train:.0f}s, total {total:.0f}s; run folder {run_dir}")
+    (run_dir / "demo.json").write_text(json.dumps({"checks": checks, "train_seconds": t_train, "total_seconds": total}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Typed training configuration. Every section forbids unknown keys, so a typo fails loudly, not silently."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustlab.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class AttackConfig(Strict):
+    """An attack as used by an objective (training) or for validation/evaluation."""
+
+    name: str = "pgd"
+    norm: Literal["linf", "l2", "l1"] = "linf"
+    eps: float = Field(gt=0)
+    # None = the attack's own default (see the attack's docstring)
+    steps: int | None = Field(default=None, ge=1)
+    step_size: float | None = Field(default=None, gt=0)
+    restarts: int | None = Field(default=None, ge=1)
+    random_start: bool | None = None
+    loss: str | None = None
+
+
+class DataConfig(Strict):
+    """Which dataset, how much of it, and the training augmentations."""
+
+    dataset: str
+    val_size: int = Field(default=5000, ge=0)
+    train_subset: int | None = Field(default=None, ge=1)
+    augment: list[str] = Field(default_factory=list)
+    root: str | None = None
+
+
+class ModelConfig(Strict):
+    """A registry model name and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(Strict):
+    """SGD or Adam."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Strict):
+    """Learning-rate schedule as a function of fractional epoch; stateless, so resume is exact."""
+
+    name: Literal["constant", "multistep", "cosine", "onecycle"] = "constant"
+    milestones: list[float] = Field(default_factory=list)
+    gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    peak_fraction: float = Field(default=0.4, gt=0, lt=1)
+    final_lr_fraction: float = Field(default=0.0, ge=0)
+
+
+class ObjectiveConfig(Strict):
+    """The training method: a registered objective name, its attack, and method-specific parameters."""
+
+    name: str = "standard"
+    attack: AttackConfig | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    eps_warmup_epochs: float = Field(default=0.0, ge=0)
+
+
+class ValidationConfig(Strict):
+    """Per-epoch validation on the held-out split: clean and robust accuracy, used to pick the best checkpoint."""
+
+    every: int = Field(default=1, ge=1)
+    n: int = Field(default=1000, ge=1)
+    attack: AttackConfig | None = None
+    batch_size: int = Field(default=500, ge=1)
+
+
+class TrainConfig(Strict):
+    """Everything a training run needs; saved as config.yaml in the run folder."""
+
+    name: str = "run"
+    seed: int = 0
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    data: DataConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    bf16: bool = False
+    grad_clip: float | None = Field(default=None, gt=0)
+    checkpoint_every_steps: int | None = Field(default=None, ge=1)
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\") or v.startswith("."):
+            raise ValueError(f"run name {v!r} must be a plain folder name")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_attack(self) -> TrainConfig:
+        if self.objective.name != "standard" and self.objective.attack is None:
+            raise ValueError(f"objective {self.objective.name!r} needs an 'attack' section")
+        return self
+
+
+def parse_config(data: dict[str, Any], cls: type[Strict] = TrainConfig) -> Any:
+    """Validate a plain dict into a config, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (typo?)"
+            lines.append(f"  {where}: {msg}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,108 @@
+"""The objective interface: ``loss, metrics = objective(model, x, y)``.
+
+An objective owns how it crafts adversarial examples; the trainer knows nothing about any method.
+Adversarial examples are crafted on the bare module (``unwrap``) in eval mode by the attack's own
+context; the training loss is computed with the model as the trainer gives it, in train mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
+
+from robustlab.attacks.base import Attack
+from robustlab.attacks.spec import build_attack
+from robustlab.errors import ConfigError, UnknownNameError
+from robustlab.training.config import ObjectiveConfig
+
+Metrics = dict[str, float]
+_OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+class NoParams(BaseModel):
+    """Parameters of an objective that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective:
+    """Base class. Subclasses set ``Params`` (a pydantic model of their options) and implement ``loss``."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    needs_attack: ClassVar[bool] = True
+
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        try:
+            self.params = self.Params.model_validate(cfg.params)
+        except ValidationError as exc:
+            raise ConfigError(f"objective {self.name!r} parameters: {exc}") from None
+        if self.needs_attack and cfg.attack is None:
+            raise ConfigError(f"objective {self.name!r} needs an 'attack' section")
+        self.cfg = cfg
+        self._eps_scale = 1.0
+
+    def set_progress(self, epochs_done: float) -> None:
+        """Called by the trainer before each step; implements the linear eps warm-up."""
+        warm = self.cfg.eps_warmup_epochs
+        self._eps_scale = 1.0 if warm <= 0 else min(1.0, max(1e-3, epochs_done / warm))
+
+    @property
+    def current_eps(self) -> float | None:
+        """The training eps after warm-up (None for objectives without an attack)."""
+        return None if self.cfg.attack is None else self.cfg.attack.eps * self._eps_scale
+
+    def attack(self, model: nn.Module, **extra: object) -> Attack:
+        """This objective's training attack on ``model`` at the current (warmed-up) eps."""
+        assert self.cfg.attack is not None
+        return build_attack(self.cfg.attack, unwrap(model), eps=self.current_eps, **extra)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
+        return self.loss(model, x, y)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
+        """Return the scalar training loss (with graph) and float metrics for logging."""
+        raise NotImplementedError
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module under a data-parallel wrapper, if any."""
+    return getattr(model, "module", model)
+
+
+def register_objective(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    """Class decorator adding an objective to the registry under ``name``."""
+
+    def deco(cls: type[Objective]) -> type[Objective]:
+        cls.name = name
+        _OBJECTIVES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_objectives() -> list[str]:
+    """Names of the registered objectives."""
+    return sorted(_OBJECTIVES)
+
+
+def create_objective(cfg: ObjectiveConfig) -> Objective:
+    """Instantiate the objective named in ``cfg``."""
+    try:
+        cls = _OBJECTIVES[cfg.name]
+    except KeyError:
+        raise UnknownNameError(f"unknown objective {cfg.name!r}; valid: {', '.join(list_objectives())}") from None
+    return cls(cfg)
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    """Fraction of correct predictions, as a float for logging."""
+    return float((logits.argmax(dim=1) == y).float().mean())
+
+
+def params_of(obj: Objective) -> Any:
+    """Typed parameters of an objective (helps type checkers in subclasses)."""
+    return obj.params

@@ -1,0 +1,335 @@
+"""The training loop: method-agnostic, deterministic, resumable and data-parallel.
+
+Determinism and exact resume come from stateless randomness: the data order of epoch e is a permutation
+seeded by (seed, e); augmentation and every random number drawn inside step s (attack starts, dropout) come
+from generators reseeded with (seed, e, s). A checkpoint therefore needs only the weights, the optimizer
+state and the position; the learning rate is a pure function of progress.
+
+Checkpoints are committed in two phases: the optimizer state goes to ``optim-<step>.safetensors``, then
+``last.safetensors`` (the weights, whose metadata holds the trainer state and names that optimizer file)
+replaces the old one atomically. A kill at any moment leaves a consistent, loadable pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from robustlab.attacks.spec import build_attack
+from robustlab.checkpoint import load_tensors, load_weights, read_metadata, save_tensors, save_weights
+from robustlab.data import ImageData, augment, load_dataset
+from robustlab.errors import CheckpointError, ConfigError
+from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
+from robustlab.models import create_model
+from robustlab.threat import ThreatModel
+from robustlab.training import distributed as D
+from robustlab.training.config import AttackConfig, TrainConfig
+from robustlab.training.objectives import create_objective
+from robustlab.training.schedules import lr_factor
+from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from robustlab.utils.progress import Progress
+from robustlab.utils.rng import data_shard, derive_seed
+
+# Keys whose change does not invalidate a run's resume (more epochs, other thread count, progress display).
+_RESUMABLE_CHANGES = {"epochs", "threads"}
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Hash of the parts of a config that determine the trained weights step by step."""
+    data = cfg.model_dump(mode="json")
+    for key in _RESUMABLE_CHANGES:
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int | None
+    best_val_robust: float | None
+    last_metrics: dict[str, Any]
+    seconds: float
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or Adam over all trainable parameters."""
+    o = cfg.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into safetensors-ready tensors and JSON-ready scalars."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of :func:`optimizer_to_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, values in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(values)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Trainer:
+    """Trains ``cfg.model`` with ``cfg.objective`` into ``run_dir``; ``fit()`` resumes where a run stopped."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = True, show_progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume = resume
+        self.dist = D.init_distributed()
+        self.show_progress = show_progress and self.dist.is_main
+        if cfg.batch_size % self.dist.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.train_data, self.val_data = self._load_data()
+        self.info = self.train_data.info
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        self.model = create_model(cfg.model.name, self.info, **cfg.model.kwargs)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.objective = create_objective(cfg.objective)
+        n = len(self.train_data)
+        self.steps_per_epoch = n // cfg.batch_size
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"the training set ({n} images) is smaller than one batch ({cfg.batch_size})")
+        self.hash = config_hash(cfg)
+
+    # ----------------------------------------------------------------------------------------------- data
+    def _load_data(self) -> tuple[ImageData, ImageData | None]:
+        d = self.cfg.data
+        train = load_dataset(d.dataset, "train", root=d.root, val_size=d.val_size)
+        if d.train_subset:
+            train = train.subset(d.train_subset)
+        val = None
+        if d.val_size > 0:
+            val = load_dataset(d.dataset, "val", root=d.root, val_size=d.val_size)
+            val = val.subset(min(self.cfg.validation.n, len(val)))
+        return train, val
+
+    def _batch(self, perm: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rank's slice of global batch ``step`` of ``epoch``, augmented identically on every rank."""
+        b = self.cfg.batch_size
+        idx = perm[step * b : (step + 1) * b]
+        x = self.train_data.float_images(idx)
+        y = self.train_data.labels[idx]
+        if self.cfg.data.augment:
+            gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "aug", epoch, step))
+            x = augment(x, self.cfg.data.augment, gen)
+        local = b // self.dist.world
+        r = self.dist.rank
+        return x[r * local : (r + 1) * local], y[r * local : (r + 1) * local]
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "perm", epoch))
+        return torch.randperm(len(self.train_data), generator=gen)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _save_last(self, state: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+        optim_name = f"optim-{state['global_step']:09d}.safetensors"
+        save_tensors(self.ckpt_dir / optim_name, tensors, {"format": "robustlab-optimizer-v1"})
+        state = {**state, "optimizer_file": optim_name, "optimizer_sha256": sha256_file(self.ckpt_dir / optim_name),
+                 "optimizer_meta": opt_meta}
+        save_weights(self.ckpt_dir / "last.safetensors", self.model, self._weights_meta(trainer_state=json.dumps(state)))
+        atomic_write_json(self.ckpt_dir / "last.json", {k: v for k, v in state.items() if k != "optimizer_meta"})
+        for old in self.ckpt_dir.glob("optim-*.safetensors"):
+            if old.name != optim_name:
+                old.unlink(missing_ok=True)
+
+    def _save_best(self, epoch: int, val: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        meta = self._weights_meta(epoch=epoch, **{f"val_{k}": v for k, v in val.items()})
+        sha = save_weights(self.ckpt_dir / "best.safetensors", self.model, meta)
+        atomic_write_json(self.ckpt_dir / "best.json", {"epoch": epoch, "sha256": sha, **val})
+
+    def _weights_meta(self, **extra: Any) -> dict[str, Any]:
+        return {"model": self.cfg.model.name, "model_kwargs": json.dumps(self.cfg.model.kwargs, sort_keys=True),
+                "dataset": self.info.name, "run": self.cfg.name, "config_hash": self.hash, **extra}
+
+    def _try_resume(self) -> dict[str, Any] | None:
+        last = self.ckpt_dir / "last.safetensors"
+        if not (self.resume and last.exists()):
+            return None
+        meta = read_metadata(last)
+        if "trainer_state" not in meta:
+            raise CheckpointError(f"{last} holds no trainer state; it is not a robustlab training checkpoint")
+        state = json.loads(meta["trainer_state"])
+        if state.get("config_hash") != self.hash:
+            raise ConfigError(
+                f"run folder {self.run_dir} was trained with a different config (hash {state.get('config_hash')} "
+                f"vs {self.hash}); use a new run name or --fresh to start over"
+            )
+        load_weights(last, self.model, expected={"dataset": self.info.name})
+        tensors, _ = load_tensors(self.ckpt_dir / state["optimizer_file"])
+        if sha256_file(self.ckpt_dir / state["optimizer_file"]) != state["optimizer_sha256"]:
+            raise CheckpointError("optimizer state does not match the weights checkpoint (corrupt run folder)")
+        optimizer_from_tensors(self.optimizer, tensors, state["optimizer_meta"])
+        return state
+
+    # ------------------------------------------------------------------------------------------- validation
+    def validation_attack_config(self) -> AttackConfig | None:
+        """The validation attack: as configured, else PGD-10 at the training threat model."""
+        if self.cfg.validation.attack is not None:
+            return self.cfg.validation.attack
+        train_attack = self.cfg.objective.attack
+        if train_attack is None:
+            return None
+        return AttackConfig(name="pgd", norm=train_attack.norm, eps=train_attack.eps, steps=10)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Clean and robust accuracy on the held-out validation split (sharded across ranks)."""
+        assert self.val_data is not None
+        n = len(self.val_data)
+        w, r = self.dist.world, self.dist.rank
+        local = n // w if n % w == 0 else n
+        lo = r * local if n % w == 0 else 0
+        idx = torch.arange(lo, lo + local)
+        x, y = self.val_data.float_images(idx), self.val_data.labels[idx]
+        attacks = []
+        acfg = self.validation_attack_config()
+        if acfg is not None:
+            extra = {"early_stop": True} if acfg.name in ("pgd", "bim") else {}
+            attack = build_attack(acfg, self.model, **extra)
+            attacks.append(NamedAttack(acfg.name, attack, ThreatModel(acfg.norm, acfg.eps), {}))
+        torch.manual_seed(derive_seed(self.cfg.seed, "val", epoch))
+        shard = data_shard(w, r) if n % w == 0 else nullcontext()
+        with shard:
+            clean, flags, _ = robust_flags(self.model, x, y, attacks, batch_size=self.cfg.validation.batch_size)
+        counts = [float(clean.sum()), float(flags[attacks[0].name].sum()) if attacks else 0.0, float(local)]
+        if n % w == 0:
+            counts = D.all_reduce_sum(counts, self.dist)
+        out = {"clean_acc": counts[0] / counts[2]}
+        if attacks:
+            out["robust_acc"] = counts[1] / counts[2]
+        return out
+
+    # ------------------------------------------------------------------------------------------------- fit
+    def fit(self) -> TrainSummary:
+        """Train to ``cfg.epochs``, resuming from ``last`` if present; returns the summary."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        state = self._try_resume() or {
+            "epoch": 0, "step": 0, "global_step": 0, "best": None, "best_epoch": None, "sums": {}, "count": 0.0,
+            "config_hash": self.hash,
+        }
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if self.dist.is_main:  # drop lines a killed run wrote after its last checkpoint
+            kept = [row for row in read_jsonl(metrics_path) if row.get("epoch", 0) < state["epoch"]]
+            atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        last_metrics: dict[str, Any] = {}
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        self.model.train()
+        for epoch in range(state["epoch"], cfg.epochs):
+            perm = self._permutation(epoch)
+            sums: dict[str, float] = dict(state["sums"])
+            count = float(state["count"])
+            start_step = state["step"]
+            epoch_t0 = time.perf_counter()
+            desc = f"epoch {epoch + 1}/{cfg.epochs}"
+            with Progress(self.steps_per_epoch, desc, enabled=self.show_progress, unit="img") as bar:
+                bar.advance(start_step)
+                for step in range(start_step, self.steps_per_epoch):
+                    progress = epoch + step / self.steps_per_epoch
+                    lr = cfg.optimizer.lr * lr_factor(cfg.schedule, progress, cfg.epochs)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    x, y = self._batch(perm, epoch, step)
+                    torch.manual_seed(derive_seed(cfg.seed, "step", epoch, step))
+                    self.objective.set_progress(progress)
+                    self.model.train()
+                    with data_shard(self.dist.world, self.dist.rank), autocast:
+                        loss, metrics = self.objective(self.model, x, y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}: {float(loss)}")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    D.average_gradients(self.model, self.dist)
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    D.broadcast_buffers(self.model, self.dist)
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v * len(x)
+                    count += len(x)
+                    state.update(step=step + 1, global_step=state["global_step"] + 1, sums=sums, count=count)
+                    bar.advance(1, loss=metrics.get("loss", float(loss.detach())), lr=lr)
+                    every = cfg.checkpoint_every_steps
+                    if every and state["global_step"] % every == 0 and step + 1 < self.steps_per_epoch:
+                        self._save_last(state)
+            train_secs = time.perf_counter() - epoch_t0
+            keys = sorted(sums)
+            totals = D.all_reduce_sum([sums[k] for k in keys] + [count], self.dist)
+            row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{f"train_{k}": s / totals[-1] for k, s in zip(keys, totals)}}
+            row["train_images_per_s"] = (self.steps_per_epoch - start_step) * cfg.batch_size / max(train_secs, 1e-9)
+            if self.val_data is not None and ((epoch + 1) % cfg.validation.every == 0 or epoch + 1 == cfg.epochs):
+                val = self.validate(epoch)
+                row.update({f"val_{k}": v for k, v in val.items()})
+                score = val.get("robust_acc", val["clean_acc"])
+                if state["best"] is None or score > state["best"]:
+                    state["best"], state["best_epoch"] = score, epoch
+                    self._save_best(epoch, val)
+            self.model.train()
+            if self.dist.is_main:
+                append_jsonl(metrics_path, row)
+            state.update(epoch=epoch + 1, step=0, sums={}, count=0.0)
+            self._save_last(state)
+            last_metrics = row
+        if self.val_data is None and self.dist.is_main:  # no held-out split: the last weights are the only choice
+            self._save_best(cfg.epochs - 1, {})
+        D.shutdown(self.dist)
+        return TrainSummary(self.run_dir, cfg.epochs, state["best_epoch"], state["best"], last_metrics,
+                            time.perf_counter() - t0)
+
+
+def load_trained_model(run_or_ckpt: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder (or a checkpoint file written by the trainer) and load its weights."""
+    path = Path(run_or_ckpt)
+    if path.is_dir():
+        path = path / "checkpoints" / f"{which}.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    meta = read_metadata(path)
+    if "model" not in meta or "dataset" not in meta:
+        raise CheckpointError(f"{path} has no model/dataset metadata; it was not written by the robustlab trainer")
+    kwargs = json.loads(meta.get("model_kwargs", "{}"))
+    model = create_model(meta["model"], meta["dataset"], **kwargs)
+    load_weights(path, model)
+    model.eval()
+    return model, meta

@@ -1,0 +1,46 @@
+"""A thin rich progress bar that can be switched off (tests, non-zero ranks) without changing call sites."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import TracebackType
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    """Counts work items and shows ``key=value`` fields and throughput beside the bar."""
+
+    def __init__(self, total: int, description: str, *, enabled: bool = True, unit: str = "it") -> None:
+        self.total, self.description, self.unit = total, description, unit
+        self.enabled = enabled and not os.environ.get("ROBUSTLAB_NO_PROGRESS")
+        self._rich: RichProgress | None = None
+        self._task: Any = None
+        self._start = time.perf_counter()
+        self._done = 0
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._rich = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+            )
+            self._rich.__enter__()
+            self._task = self._rich.add_task(self.description, total=self.total, info="")
+        return self
+
+    def advance(self, n: int = 1, **fields: float | int | str) -> None:
+        """Advance by ``n`` items and show the given fields plus items per second."""
+        self._done += n
+        if self._rich is None:
+            return
+        rate = self._done / max(time.perf_counter() - self._start, 1e-9)
+        info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        self._rich.update(self._task, advance=n, info=f"{info} {rate:.0f} {self.unit}/s".strip())
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(et, ev, tb)
