@@ -55,8 +55,8 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
             table.add_row(f"sanity: {result.protocol[0]['name']} at eps={result.sanity['large_eps']}",
                           f"{100 * result.sanity[key]:.2f}% ({ok})")
     if "zero_grad_fraction" in result.sanity:
-        table.add_row("sanity: zero / non-finite input gradients",
-                      f"{100 * result.sanity['zero_grad_fraction']:.1f}% / {100 * result.sanity['nonfinite_grad_fraction']:.1f}%")
+        zero, bad = result.sanity["zero_grad_fraction"], result.sanity["nonfinite_grad_fraction"]
+        table.add_row("sanity: zero / non-finite input gradients", f"{100 * zero:.1f}% / {100 * bad:.1f}%")
     for key, value in (published or {}).items():
         if key != "source":
             table.add_row(f"published: {key}", f"{value}%")
@@ -73,7 +73,9 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name (folder under --runs-dir).")] = None,
     runs_dir: RunsDir = Path("runs"),
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint and start over.")] = False,
-    evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Run the preset's evaluation.")] = False,
+    evaluate_after: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Run the preset's evaluation after training.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a preset (resumes automatically from the run folder's last checkpoint)."""

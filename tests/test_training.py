@@ -103,9 +103,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     dist_run = tmp_path / "dist"
     script = tmp_path / "train_dist.py"
     script.write_text(
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r})\n"
         "from _training_helpers import tiny_config\nfrom robustlab.training.trainer import Trainer\n"
-        "Trainer(tiny_config(), %r, show_progress=False).fit()\n" % (str(REPO / "tests"), str(dist_run))
+        f"Trainer(tiny_config(), {str(dist_run)!r}, show_progress=False).fit()\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script)]

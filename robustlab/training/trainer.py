@@ -28,7 +28,7 @@ from robustlab.attacks.spec import build_attack
 from robustlab.checkpoint import load_tensors, load_weights, read_metadata, save_tensors, save_weights
 from robustlab.data import ImageData, augment, load_dataset
 from robustlab.errors import CheckpointError, ConfigError
-from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
+from robustlab.evaluation.robust import NamedAttack, robust_flags
 from robustlab.models import create_model
 from robustlab.threat import ThreatModel
 from robustlab.training import distributed as D
@@ -163,7 +163,8 @@ class Trainer:
         save_tensors(self.ckpt_dir / optim_name, tensors, {"format": "robustlab-optimizer-v1"})
         state = {**state, "optimizer_file": optim_name, "optimizer_sha256": sha256_file(self.ckpt_dir / optim_name),
                  "optimizer_meta": opt_meta}
-        save_weights(self.ckpt_dir / "last.safetensors", self.model, self._weights_meta(trainer_state=json.dumps(state)))
+        meta = self._weights_meta(trainer_state=json.dumps(state))
+        save_weights(self.ckpt_dir / "last.safetensors", self.model, meta)
         atomic_write_json(self.ckpt_dir / "last.json", {k: v for k, v in state.items() if k != "optimizer_meta"})
         for old in self.ckpt_dir.glob("optim-*.safetensors"):
             if old.name != optim_name:
@@ -244,7 +245,8 @@ class Trainer:
         t0 = time.perf_counter()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+            atomic_write_text(self.run_dir / "config.yaml", config_text)
         state = self._try_resume() or {
             "epoch": 0, "step": 0, "global_step": 0, "best": None, "best_epoch": None, "sums": {}, "count": 0.0,
             "config_hash": self.hash,
@@ -256,6 +258,7 @@ class Trainer:
         last_metrics: dict[str, Any] = {}
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         self.model.train()
+        lr = cfg.optimizer.lr
         for epoch in range(state["epoch"], cfg.epochs):
             perm = self._permutation(epoch)
             sums: dict[str, float] = dict(state["sums"])
@@ -296,7 +299,8 @@ class Trainer:
             train_secs = time.perf_counter() - epoch_t0
             keys = sorted(sums)
             totals = D.all_reduce_sum([sums[k] for k in keys] + [count], self.dist)
-            row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{f"train_{k}": s / totals[-1] for k, s in zip(keys, totals)}}
+            row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+            row.update({f"train_{k}": s / totals[-1] for k, s in zip(keys, totals)})
             row["train_images_per_s"] = (self.steps_per_epoch - start_step) * cfg.batch_size / max(train_secs, 1e-9)
             if self.val_data is not None and ((epoch + 1) % cfg.validation.every == 0 or epoch + 1 == cfg.epochs):
                 val = self.validate(epoch)

@@ -1,0 +1,86 @@
+"""``Normalized``: the one place where dataset normalisation happens, so every model takes inputs in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.errors import InputError
+
+
+class Normalized(nn.Module):
+    """Wrap ``net`` so that ``forward(x) = net((x - mean) / std)`` for x in [0, 1].
+
+    ``mean`` and ``std`` are float buffers of shape (1, C, 1, 1) (saved in checkpoints); ``net`` is the wrapped
+    module, so its layers are named ``net.<layer>`` on the wrapper. When ``net`` is a registry net, ``encode``,
+    ``classify``, ``latent_layer`` and ``penultimate_layer`` are forwarded (layer names with the ``net.`` prefix).
+    ``model_spec`` records how ``create_model`` built it ({"model", "dataset", "kwargs"}; empty otherwise).
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, net: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
+        super().__init__()
+        m, s = _floats(mean), _floats(std)
+        if not m or len(m) != len(s):
+            raise InputError(f"mean and std need the same non-zero length, got {len(m)} and {len(s)}")
+        if not all(math.isfinite(v) for v in m) or not all(math.isfinite(v) and v > 0 for v in s):
+            raise InputError(f"mean must be finite and std finite and > 0, got mean={m} std={s}")
+        self.net = net
+        self.register_buffer("mean", torch.tensor(m, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1))
+        self.model_spec: dict[str, Any] = {}
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """(x - mean) / std with per-channel broadcasting."""
+        c = self.mean.shape[1]
+        if c != 1 and (x.dim() < 2 or x.shape[1] != c):
+            raise InputError(f"model expects {c}-channel NCHW input, got shape {tuple(x.shape)}")
+        return (x - self.mean) / self.std
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the wrapped net for raw [0, 1] input."""
+        return self.net(self.normalize(x))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent vector of the wrapped registry net for raw [0, 1] input."""
+        return self.net.encode(self.normalize(x))
+
+    def classify(self, z: Tensor) -> Tensor:
+        """Logits from latent vectors (the wrapped net's head)."""
+        return self.net.classify(z)
+
+    @property
+    def latent_layer(self) -> str:
+        """Tap name of the encoder output on this wrapper, e.g. ``"net.flatten"``."""
+        return "net." + self.net.latent_layer
+
+    @property
+    def penultimate_layer(self) -> str:
+        """Tap name of the last hidden activation on this wrapper, e.g. ``"net.classifier.relu2"``."""
+        return "net." + self.net.penultimate_layer
+
+    @property
+    def num_classes(self) -> int:
+        """Number of logits of the wrapped net."""
+        return self.net.num_classes
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the latent vector of the wrapped net."""
+        return self.net.latent_dim
+
+    def extra_repr(self) -> str:
+        """Show the normalisation constants in ``print(model)``."""
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _floats(values: Sequence[float] | Tensor) -> list[float]:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().flatten().tolist()
+    return [float(v) for v in values]
