@@ -151,7 +151,7 @@ def evaluate(
     eval_dict = deep_merge(eval_dict, overrides)
     if eps is not None:
         eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
-    _evaluate_run(run, parse_config(eval_dict, EvalConfig), which, progress, published)
+    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published)
 
 
 def _default_eval(run: Path) -> dict[str, Any]:

@@ -11,12 +11,14 @@ from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import LossFn
+from robustlab.attacks.registry import register_attack
 from robustlab.threat import ThreatModel
 from robustlab.validation import check_positive
 
 FGSM_RS_STEP = 1.25  # Wong et al. (2020): alpha = 1.25 eps with a uniform random start
 
 
+@register_attack("fgsm")
 class FGSM(Attack):
     """One gradient step: ``FGSM(model, threat)``; ``random_start=True`` gives FGSM-RS (fast adversarial training)."""
 
@@ -50,6 +52,7 @@ class FGSM(Attack):
         return f"{name}({self.threat}, step_size={self.step_size:.6g}, loss={self.loss_name!r}, eot={self.eot_samples})"
 
 
+@register_attack("fgsm-rs")
 class FGSMRS(FGSM):
     """FGSM-RS (Wong et al. 2020): FGSM with a uniform random start and step 1.25 eps; the registry's "fgsm-rs"."""
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import LossFn
+from robustlab.attacks.registry import register_attack
 from robustlab.errors import InputError
 from robustlab.threat import ThreatModel
 from robustlab.validation import check_logits, check_positive
@@ -37,6 +38,7 @@ def attack_success(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
     return pred == label if targeted else pred != label
 
 
+@register_attack("pgd")
 class PGD(Attack):
     """``PGD(model, threat, steps=40)``: iterated steepest-ascent steps projected onto the ball and the box.
 
@@ -180,6 +182,7 @@ class PGD(Attack):
         return obj_sum / self.eot_samples, attack_success(logits_sum, label, targeted)
 
 
+@register_attack("bim")
 class BIM(PGD):
     """Basic Iterative Method (Kurakin et al. 2017; thesis Eq. 2.20): PGD started at x itself, one run.
 

@@ -112,7 +112,7 @@ def load_preset(name_or_path: str, scale: str = "quick", overrides: dict[str, An
         raise ConfigError(f"overrides may only touch 'train' and 'eval', got {sorted(unknown)}")
     merged["train"].setdefault("name", f"{name}-{scale}")
     return Preset(
-        name=name, scale=scale, train=parse_config(merged["train"], TrainConfig),
-        eval=parse_config(merged["eval"], EvalConfig), description=data.get("description", ""),
+        name=name, scale=scale, train=parse_config(merged["train"], TrainConfig, "train"),
+        eval=parse_config(merged["eval"], EvalConfig, "eval"), description=data.get("description", ""),
         reference=data.get("reference", ""), published=data.get("published", {}) or {}, notes=data.get("notes", ""),
     )

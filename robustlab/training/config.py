@@ -119,16 +119,19 @@ class TrainConfig(Strict):
         return self
 
 
-def parse_config(data: dict[str, Any], cls: type[Strict] = TrainConfig) -> Any:
-    """Validate a plain dict into a config, turning pydantic's errors into one readable ConfigError."""
+def parse_config(data: dict[str, Any], cls: type[Strict] = TrainConfig, where: str = "") -> Any:
+    """Validate a plain dict into a config, turning pydantic's errors into one readable ConfigError.
+
+    ``where`` prefixes each error's key path (``train`` -> ``train.optimizer.lr``).
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            path = ".".join(str(p) for p in ((where,) if where else ()) + tuple(err["loc"]))
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
-            lines.append(f"  {where}: {msg}")
+            lines.append(f"  {path or '(top level)'}: {msg}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

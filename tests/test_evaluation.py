@@ -1,0 +1,75 @@
+"""Evaluation: attacks run only on still-robust points, worst case is cumulative, sanity checks flag masking."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks import PGD
+from robustlab.evaluation.robust import NamedAttack, grad_health, robust_flags
+from robustlab.threat import ThreatModel
+
+
+class Linear2(nn.Module):
+    """Two-class linear model on the mean pixel: class 1 iff mean(x) > 0.5."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = x.flatten(1).mean(dim=1, keepdim=True) - 0.5
+        return torch.cat([-m, m], dim=1) * 10
+
+
+class Rounded(Linear2):
+    """The same classifier behind a rounding step: gradients are zero everywhere (a masked defence)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(torch.round(x * 4) / 4)
+
+
+def data(n: int = 40) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    level = torch.rand(n, generator=g) * 0.6 + 0.2  # mean pixel in [0.2, 0.8]
+    x = level[:, None, None, None].expand(n, 1, 4, 4).clone()
+    return x, (level > 0.5).long()
+
+
+class Recorder:
+    """Wraps an attack and records how many points it was asked to attack."""
+
+    def __init__(self, attack: PGD) -> None:
+        self.attack, self.seen = attack, 0
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        self.seen += len(x)
+        return self.attack(x, y)
+
+
+def test_attacks_run_only_on_robust_points_and_worst_case_is_cumulative() -> None:
+    model, (x, y) = Linear2(), data()
+    small, big = ThreatModel("linf", 0.05), ThreatModel("linf", 0.15)
+    first = Recorder(PGD(model, small, steps=10))
+    second = Recorder(PGD(model, big, steps=10))
+    attacks = [NamedAttack("small", first, small, {}), NamedAttack("big", second, big, {})]
+    clean, flags, timings = robust_flags(model, x, y, attacks, batch_size=7)
+    assert bool(clean.all())
+    assert first.seen == len(x)
+    assert second.seen == int(flags["small"].sum())  # only points the first attack failed on
+    assert bool((flags["big"] <= flags["small"]).all())
+    margin = (x.flatten(1).mean(1) - 0.5).abs()  # exact: broken iff the margin is below eps
+    assert torch.equal(flags["small"], margin > 0.05) and torch.equal(flags["big"], margin > 0.15)
+    assert set(timings) == {"small", "big"}
+
+
+def test_grad_health_flags_zero_gradients() -> None:
+    x, y = data()
+    assert grad_health(Linear2(), x, y)["zero_grad_fraction"] == 0.0
+    assert grad_health(Rounded(), x, y)["zero_grad_fraction"] == 1.0
+
+
+def test_large_eps_check_exposes_a_masked_model() -> None:
+    x, y = data()
+    huge = ThreatModel("linf", 0.9)
+    for model, should_collapse in ((Linear2(), True), (Rounded(), False)):
+        attacks = [NamedAttack("pgd", PGD(model, huge, steps=20), huge, {})]
+        _, flags, _ = robust_flags(model, x, y, attacks)
+        collapsed = float(flags["pgd"].float().mean()) <= 0.10
+        assert collapsed == should_collapse
