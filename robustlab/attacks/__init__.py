@@ -7,7 +7,18 @@ holds classes, so configs can check keyword arguments against the constructor's 
 
 from __future__ import annotations
 
-from robustlab.attacks import fgsm, pgd  # noqa: F401  (registration side effects)
+from robustlab.attacks import (  # noqa: F401  (registration side effects)
+    apgd,
+    cw,
+    deepfool,
+    fab,
+    fgsm,
+    mim,
+    multitarget,
+    pgd,
+    rfgsm,
+    square,
+)
 from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
 from robustlab.attacks.fgsm import FGSM, FGSMRS
 from robustlab.attacks.losses import LOSSES, get_loss

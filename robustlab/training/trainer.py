@@ -266,8 +266,8 @@ class Trainer:
             start_step = state["step"]
             epoch_t0 = time.perf_counter()
             desc = f"epoch {epoch + 1}/{cfg.epochs}"
-            with Progress(self.steps_per_epoch, desc, enabled=self.show_progress, unit="img") as bar:
-                bar.advance(start_step)
+            with Progress(self.steps_per_epoch, desc, enabled=self.show_progress, unit="img",
+                          per_item=cfg.batch_size, initial=start_step) as bar:
                 for step in range(start_step, self.steps_per_epoch):
                     progress = epoch + step / self.steps_per_epoch
                     lr = cfg.optimizer.lr * lr_factor(cfg.schedule, progress, cfg.epochs)
@@ -292,7 +292,8 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + v * len(x)
                     count += len(x)
                     state.update(step=step + 1, global_step=state["global_step"] + 1, sums=sums, count=count)
-                    bar.advance(1, loss=metrics.get("loss", float(loss.detach())), lr=lr)
+                    shown = {k: metrics[k] for k in ("acc", "adv_acc") if k in metrics}
+                    bar.advance(1, loss=metrics.get("loss", float(loss.detach())), **shown, lr=lr)
                     every = cfg.checkpoint_every_steps
                     if every and state["global_step"] % every == 0 and step + 1 < self.steps_per_epoch:
                         self._save_last(state)

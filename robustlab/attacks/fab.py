@@ -1,0 +1,350 @@
+"""FAB, the Fast Adaptive Boundary attack (Croce & Hein 2020), L-inf and L2, untargeted and FAB-T.
+
+Each step linearises the decision boundary at the iterate ``x1``, projects both ``x1`` and the original ``x0`` onto
+that hyperplane intersected with the [0, 1] box (exactly, with the minimal L-inf or L2 step), and moves to the
+convex combination ``(1 - a)(x1 + eta d1) + a (x0 + eta d2)`` with ``a = min(|d1| / (|d1| + |d2|), alpha_max)``: the
+pull towards ``x0`` keeps the result close to the original. Every adversarial iterate is recorded if it is the
+smallest so far and then pulled back, ``x1 <- x0 + beta (x1 - x0)``, to search for a closer boundary point.
+Restarts after the first begin at a random point of the sphere of radius ``min(best, eps) / 2`` around ``x0``.
+
+``FAB`` chooses, at each step, the class whose linearised boundary is closest (it needs the gradients of all logit
+differences: one batched forward/backward over the classes). ``FABTargeted`` (FAB-T, as in AutoAttack) attacks the
+boundary to one class at a time, for each of the top ``n_target_classes`` non-true classes, with one gradient per
+step; given an explicit ``target`` it instead seeks a point classified as the target.
+
+As an :class:`Attack` with the threat's eps, a sample gets its minimal adversarial point when that is within eps
+and stays at ``x`` otherwise; :meth:`minimal_perturbation` gives the minimal points without the eps cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
+from robustlab.attacks.losses import cw_margin
+from robustlab.attacks.registry import register_attack
+from robustlab.errors import InputError
+from robustlab.threat import ThreatModel, lp_norm
+from robustlab.validation import check_images, check_labels, check_positive
+
+_HUGE = 1e30  # breakpoint for zero-weight coordinates: they never constrain the projection
+_JACOBIAN_ROWS = 2048  # images per forward/backward when the untargeted Jacobian is batched over classes
+
+# (x1, label) -> (logit difference at x1, its input gradient flattened)
+BoundaryFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+SuccessFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_count(value: int, name: str) -> int:
+    """Require an integer >= 1."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor:
+    """Minimal-norm step ``d`` (L-inf or L2) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
+
+    With the box, the optimum is ``d_i = sign(w_i) min(s k_i, room_i)`` (``k_i = 1`` for L-inf, ``|w_i|`` for L2);
+    ``w . d`` is piecewise linear and increasing in ``s``, so sorting its breakpoints finds ``s`` exactly. Where the
+    hyperplane cannot be reached inside the box the step goes as far towards it as the box allows.
+    """
+    sign = torch.where(c < 0, -1.0, 1.0).to(p.dtype)
+    w, c = w * sign[:, None], c * sign
+    aw = w.abs()
+    room = torch.where(w > 0, 1.0 - p, p).clamp_min(0.0)  # how far each coordinate may move along sign(w)
+    if norm == "linf":
+        slope, brk = aw, room
+    else:
+        slope, brk = aw * aw, room / aw.clamp_min(1e-30)
+    brk = torch.where(aw > 0, brk, torch.full_like(brk, _HUGE))
+    brk_sorted, order = brk.sort(dim=1)
+    slope_sorted = slope.gather(1, order)
+    cum_sat = (slope_sorted * brk_sorted.clamp_max(_HUGE / 1e10)).cumsum(1)  # saturated coordinates' w . d
+    cum_slope = slope_sorted.cumsum(1)
+    total = cum_slope[:, -1:]
+    value_at_brk = cum_sat + brk_sorted * (total - cum_slope)
+    m = (value_at_brk < c[:, None]).sum(1)  # breakpoints passed before w . d reaches c
+    prev = (m - 1).clamp_min(0)[:, None]
+    has_prev = (m > 0)[:, None]
+    sat_prev = torch.where(has_prev, cum_sat.gather(1, prev), torch.zeros_like(total))
+    slope_prev = torch.where(has_prev, cum_slope.gather(1, prev), torch.zeros_like(total))
+    s = (c[:, None] - sat_prev) / (total - slope_prev).clamp_min(1e-30)
+    s = torch.where((m == p.shape[1])[:, None], torch.full_like(s, _HUGE), s)  # unreachable: go to the box edge
+    reach = s if norm == "linf" else s * aw
+    return torch.sign(w) * torch.minimum(reach, room)
+
+
+def _random_sphere(shape: torch.Size, norm: str, gen: torch.Generator | None, like: Tensor) -> Tensor:
+    """Random points on the unit L-inf or L2 sphere, drawn on the CPU so a seed gives the same points everywhere."""
+    t = torch.rand(shape, generator=gen) * 2 - 1 if norm == "linf" else torch.randn(shape, generator=gen)
+    t = t / lp_norm(t, norm).clamp_min(1e-12).reshape(-1, *([1] * (len(shape) - 1)))
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+class _FABBase(Attack):
+    """Shared FAB machinery: one run, restarts, the eps cut; subclasses say which boundary to project onto."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        threat: ThreatModel,
+        *,
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(model, threat)
+        if threat.norm not in ("linf", "l2"):
+            raise InputError(f"{type(self).__name__} supports the linf and l2 norms, got {threat.norm!r}")
+        self.steps = _check_count(steps, "steps")
+        self.restarts = _check_count(restarts, "restarts")
+        if not 0.0 <= float(alpha_max) <= 1.0:
+            raise InputError(f"alpha_max must lie in [0, 1], got {alpha_max}")
+        check_positive(eta, "eta")
+        if not 0.0 < float(beta) < 1.0:
+            raise InputError(f"beta must lie in (0, 1), got {beta}")
+        self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.threat}, steps={self.steps}, restarts={self.restarts}, "
+            f"alpha_max={self.alpha_max}, eta={self.eta}, beta={self.beta}, seed={self.seed})"
+        )
+
+    # ----------------------------------------------------------------------------------------- public entry points
+
+    def minimal_perturbation(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The smallest adversarial point found per sample, without the eps cut, and whether one was found.
+
+        Samples the model already gets wrong (or, with ``target``, already classifies as the target) come back
+        unchanged with success True. Failed samples come back unchanged with success False.
+        """
+        check_images(x)
+        check_labels(y, x.shape[0])
+        y = y.to(x.device)
+        if target is not None:
+            check_labels(target, x.shape[0], name="target")
+            target = target.to(x.device)
+        with attack_mode(self.model):
+            best, best_norm = self._search(x.detach(), y, target, stop_at=None)
+        return best.detach(), torch.isfinite(best_norm)
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Minimal adversarial points within eps; samples without one stay at ``x``."""
+        best, best_norm = self._search(x, y, target, stop_at=self.threat.eps)
+        keep = (best_norm <= self.threat.eps).reshape(-1, *([1] * (x.dim() - 1)))
+        return self.threat.project(torch.where(keep, best, x), x)
+
+    # ----------------------------------------------------------------------------------------- subclass hooks
+
+    def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
+        """Best point and its norm per sample (inf where none); ``stop_at`` skips work on samples already within it."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------- shared machinery
+
+    def _generator(self) -> torch.Generator | None:
+        """A fresh CPU generator from ``seed`` (None: torch's global generator)."""
+        return None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
+
+    def _restarts(
+        self,
+        x0: Tensor,
+        label: Tensor,
+        boundary: BoundaryFn,
+        success: SuccessFn,
+        stop_at: float | None,
+        gen: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """All runs for one boundary choice; samples that succeed already at ``x0`` get norm 0 and are not attacked."""
+        n = x0.shape[0]
+        best = x0.clone()
+        best_norm = x0.new_full((n,), float("inf"))
+        done = success(predict(self.model, x0), label)
+        best_norm[done] = 0.0
+        for r in range(self.restarts):
+            todo = ~done if stop_at is None else ~(best_norm <= stop_at)
+            idx = todo.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            start = x0[idx] if r == 0 else self._random_start(x0[idx], best_norm[idx], gen)
+            x_r, norm_r = self._run(x0[idx], label[idx], start, boundary, success)
+            better = norm_r < best_norm[idx]
+            best[idx[better]] = x_r[better]
+            best_norm[idx[better]] = norm_r[better]
+        return best, best_norm
+
+    def _random_start(self, x0: Tensor, best_norm: Tensor, gen: torch.Generator | None) -> Tensor:
+        """A point at distance ``min(best, eps) / 2`` from ``x0`` in a random direction, in the box."""
+        radius = torch.clamp(best_norm, max=self.threat.eps) * 0.5
+        direction = _random_sphere(x0.shape, self.threat.norm, gen, x0)
+        return (x0 + direction * radius.reshape(-1, *([1] * (x0.dim() - 1)))).clamp(0.0, 1.0)
+
+    def _run(
+        self, x0: Tensor, label: Tensor, x1: Tensor, boundary: BoundaryFn, success: SuccessFn
+    ) -> tuple[Tensor, Tensor]:
+        """One FAB run from ``x1``: the smallest adversarial iterate per sample and its norm (inf where none)."""
+        n = x0.shape[0]
+        shape = (-1, *([1] * (x0.dim() - 1)))
+        x0f = x0.reshape(n, -1)
+        best, best_norm = x0.clone(), x0.new_full((n,), float("inf"))
+        for _ in range(self.steps):
+            df, dg = boundary(x1, label)
+            x1f = x1.reshape(n, -1)
+            # the hyperplane {z : df + dg . (z - x1) = 0}, reached from x1 and from x0
+            steps = project_hyperplane_box(
+                torch.cat((x1f, x0f)), torch.cat((dg, dg)), torch.cat((-df, -df - ((x0f - x1f) * dg).sum(1))), self._n
+            )
+            d1, d2 = steps[:n].view_as(x1), steps[n:].view_as(x1)
+            a = lp_norm(steps, self._n).clamp_min(1e-8)
+            alpha = (a[:n] / (a[:n] + a[n:])).clamp(0.0, self.alpha_max).reshape(shape)
+            x1 = ((1 - alpha) * (x1 + self.eta * d1) + alpha * (x0 + self.eta * d2)).clamp(0.0, 1.0)
+            adv = success(predict(self.model, x1), label)
+            dist = lp_norm(x1 - x0, self._n)
+            improved = adv & (dist < best_norm)
+            best = torch.where(improved.reshape(shape), x1, best)
+            best_norm = torch.where(improved, dist, best_norm)
+            x1 = torch.where(adv.reshape(shape), x0 + self.beta * (x1 - x0), x1)
+        return best, best_norm
+
+    @property
+    def _n(self) -> str:
+        return self.threat.norm
+
+    def _dual_norm(self, g: Tensor) -> Tensor:
+        """Dual norm of gradients along the last dim: L1 for L-inf distances, L2 for L2."""
+        return g.abs().sum(-1) if self._n == "linf" else g.norm(p=2, dim=-1)
+
+
+def _pair_difference(logits: Tensor, pair: Tensor) -> Tensor:
+    """``z[pair[:, 0]] - z[pair[:, 1]]`` per sample: the logit difference whose zero set is a pairwise boundary."""
+    logits = logits.float()
+    return logits.gather(1, pair[:, :1]).squeeze(1) - logits.gather(1, pair[:, 1:]).squeeze(1)
+
+
+def _misclassified(logits: Tensor, y: Tensor) -> Tensor:
+    """Untargeted success."""
+    return logits.argmax(1) != y
+
+
+@register_attack("fab")
+class FAB(_FABBase):
+    """``FAB(model, threat, steps=100)``: untargeted FAB towards the closest linearised boundary among all classes."""
+
+    supports_targeted = False
+
+    def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
+        """Restarted FAB runs with the closest-boundary choice."""
+        if target is not None:
+            raise InputError("FAB is untargeted; use FABTargeted for a target")
+        num_classes = predict(self.model, x[:1]).shape[1]
+
+        def boundary(x1: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+            return self._closest_boundary(x1, label, num_classes)
+
+        return self._restarts(x, y, boundary, _misclassified, stop_at, self._generator())
+
+    def _closest_boundary(self, x1: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+        """Logit difference and gradient for the class whose linearised boundary is nearest to ``x1``."""
+        df, dg = self._jacobian(x1, y, num_classes)  # (n, K), (n, K, D)
+        dist = df.abs() / (self._dual_norm(dg) + 1e-12)
+        dist.scatter_(1, y[:, None], float("inf"))
+        j = dist.argmin(1)
+        rows = torch.arange(x1.shape[0], device=x1.device)
+        return df[rows, j], dg[rows, j]
+
+    def _jacobian(self, x1: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+        """``z_k - z_y`` and its input gradient for every class k: one forward/backward on class-replicated inputs."""
+        n = x1.shape[0]
+        per_chunk = max(1, _JACOBIAN_ROWS // n)
+        dfs, dgs = [], []
+        for k0 in range(0, num_classes, per_chunk):
+            ks = torch.arange(k0, min(k0 + per_chunk, num_classes), device=x1.device)
+            pair = torch.stack((ks.repeat_interleave(n), y.repeat(len(ks))), dim=1)
+            x_rep = x1.repeat(len(ks), *([1] * (x1.dim() - 1)))
+            grad, diff, _ = input_gradient(self.model, x_rep, pair, _pair_difference, eot_samples=self.eot_samples)
+            dfs.append(diff.reshape(len(ks), n).T)
+            dgs.append(grad.reshape(len(ks), n, -1).transpose(0, 1))
+        return torch.cat(dfs, 1).to(x1.dtype), torch.cat(dgs, 1)
+
+
+@register_attack("fab-t")
+class FABTargeted(_FABBase):
+    """``FABTargeted(model, threat, n_target_classes=9)``: FAB-T, one boundary ``z_t - z_y`` per target class.
+
+    Without ``target`` (the AutoAttack use) each of the top ``n_target_classes`` non-true classes is tried in turn
+    and a sample keeps its smallest misclassified point. With ``target`` the attack seeks points classified as the
+    target, projecting onto the boundary between the target and the strongest other class.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        threat: ThreatModel,
+        *,
+        steps: int = 100,
+        n_target_classes: int = 9,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            model, threat, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta, seed=seed
+        )
+        self.n_target_classes = _check_count(n_target_classes, "n_target_classes")
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", n_target_classes={self.n_target_classes})"
+
+    def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
+        """Explicit target: one search; otherwise one search per top class, keeping each sample's smallest point."""
+        gen = self._generator()
+        if target is not None:
+            return self._restarts(x, target, self._target_boundary, _classified_as, stop_at, gen)
+        logits = predict(self.model, x)
+        n_targets = min(self.n_target_classes, logits.shape[1] - 1)
+        ranked = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).argsort(1, descending=True)
+        best, best_norm = x.clone(), x.new_full((x.shape[0],), float("inf"))
+        for i in range(n_targets):
+            idx = torch.arange(x.shape[0], device=x.device)
+            if stop_at is not None:
+                idx = (~(best_norm <= stop_at)).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            pair = torch.stack((ranked[idx, i], y[idx]), dim=1)
+            x_i, norm_i = self._restarts(x[idx], pair, self._pair_boundary, _pair_misclassified, stop_at, gen)
+            better = norm_i < best_norm[idx]
+            best[idx[better]] = x_i[better]
+            best_norm[idx[better]] = norm_i[better]
+        return best, best_norm
+
+    def _pair_boundary(self, x1: Tensor, pair: Tensor) -> tuple[Tensor, Tensor]:
+        """``z_t - z_y`` and its gradient: one forward/backward."""
+        grad, diff, _ = input_gradient(self.model, x1, pair, _pair_difference, eot_samples=self.eot_samples)
+        return diff.to(x1.dtype), grad.reshape(x1.shape[0], -1)
+
+    def _target_boundary(self, x1: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``z_t - max_{k != t} z_k`` and its gradient: the boundary the target must cross next."""
+        grad, diff, _ = input_gradient(self.model, x1, target, cw_margin, targeted=True, eot_samples=self.eot_samples)
+        return diff.to(x1.dtype), grad.reshape(x1.shape[0], -1)
+
+
+def _pair_misclassified(logits: Tensor, pair: Tensor) -> Tensor:
+    """FAB-T's success in AutoAttack: misclassified (any class but the true one, ``pair[:, 1]``)."""
+    return logits.argmax(1) != pair[:, 1]
+
+
+def _classified_as(logits: Tensor, target: Tensor) -> Tensor:
+    """Targeted success."""
+    return logits.argmax(1) == target
