@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial 
 console = Console()
 err_console = Console(stderr=True)
 
+PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand")
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")]
 
@@ -49,6 +51,9 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     table.add_column("accuracy", justify="right")
     for label, acc in result.summary_rows():
         table.add_row(label if label == "clean" else f"robust: {label}", f"{100 * acc:.2f}%")
+    if len(result.robust_accuracy) > 1:
+        table.add_row(f"worst case over all attacks (first {result.worst_case_n} points)",
+                      f"{100 * result.worst_case_accuracy:.2f}%")
     for key in ("large_eps_accuracy",):
         if key in result.sanity:
             ok = "ok" if result.sanity["large_eps_collapsed"] else "[red]FAILED: does not collapse[/red]"
@@ -113,10 +118,10 @@ def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, publishe
 
     model, meta = load_trained_model(run, which)
     data = load_dataset(meta["dataset"], eval_cfg.split)
-    result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
-                          show_progress=progress)
     out_dir = (run if run.is_dir() else run.parent) / "eval"
-    out = out_dir / f"{which}-{int(time.time())}.json"
+    result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
+                          show_progress=progress, state_dir=out_dir / f"state-{which}")
+    out = out_dir / f"{which}-{datetime.now():%Y%m%d-%H%M%S-%f}.json"  # never overwrites an earlier result
     result.save(out)
     console.print(_result_table(f"{run} ({which})", result, published))
     console.print(f"result written to {out}")
@@ -127,6 +132,8 @@ def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, publishe
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
+    protocol: Annotated[str, typer.Option(
+        help="preset (the run's preset protocol), pgd (PGD-50x3), or autoattack-standard|plus|rand.")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(help="Number of test points (default: the protocol's).")] = None,
@@ -140,17 +147,25 @@ def evaluate(
     from robustlab.training.config import parse_config
 
     published: dict = {}
+    if protocol not in PROTOCOLS:
+        raise RobustlabError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     if preset is not None:
         eval_dict = load_preset(preset, scale).eval.model_dump(mode="json", exclude_none=True)
-    elif run.is_dir() and (run / "preset.yaml").exists():
+    elif protocol == "preset" and run.is_dir() and (run / "preset.yaml").exists():
         doc = yaml.safe_load((run / "preset.yaml").read_text())
         eval_dict, published = doc["eval"], doc.get("published", {})
     else:
         eval_dict = _default_eval(run)
+    if protocol.startswith("autoattack-"):
+        pgd = eval_dict["attacks"][0]
+        eval_dict = {**eval_dict, "attacks": [], "large_eps": None,
+                     "autoattack": {"version": protocol.split("-", 1)[1], "norm": pgd["norm"], "eps": pgd["eps"]}}
     overrides = _overrides(set_, None, n).get("eval", {})
     eval_dict = deep_merge(eval_dict, overrides)
     if eps is not None:
         eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
+        if eval_dict.get("autoattack"):
+            eval_dict["autoattack"]["eps"] = eps
     _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published)
 
 
@@ -162,7 +177,9 @@ def _default_eval(run: Path) -> dict[str, Any]:
     attack = (yaml.safe_load(cfg_path.read_text()).get("objective") or {}).get("attack")
     if not attack:
         raise RobustlabError(f"{run} was trained without an attack; pass --preset or --set eval.attacks=[...]")
-    return {"attacks": [{"name": "pgd", "norm": attack["norm"], "eps": attack["eps"], "steps": 50, "restarts": 3}]}
+    large = min(1.0, 4 * attack["eps"]) if attack["norm"] == "linf" else 4 * attack["eps"]
+    pgd = {"name": "pgd", "norm": attack["norm"], "eps": attack["eps"], "steps": 50, "restarts": 3}
+    return {"attacks": [pgd], "large_eps": large}
 
 
 @app.command()

@@ -52,6 +52,20 @@ def test_train_then_evaluate_writes_results(tmp_path: Path) -> None:
     assert code == 0, out
     assert "eps=0.05" in out
 
+    aa = ["evaluate", str(run), "--protocol", "autoattack-standard", "--n", "12", "--no-progress",
+          "--set", "eval.autoattack.version=custom", "--set", "eval.autoattack.attacks=[apgd-ce, apgd-dlr]",
+          "--set", "eval.autoattack.attack_kwargs={apgd-ce: {steps: 5}, apgd-dlr: {steps: 5}}"]
+    code, out = invoke(*aa)
+    assert code == 0, out
+    states = list((run / "eval" / "state-best").glob("autoattack-custom-*.state.safetensors"))
+    assert len(states) == 1  # resumable state kept beside the results
+    newest = max((run / "eval").glob("best-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    data = json.loads(newest.read_text())
+    keys = list(data["robust_accuracy"])
+    assert keys[0].endswith(": apgd-ce") and keys[1].endswith(": apgd-dlr") and data["n"] == 12
+    assert data["protocol"][-1]["name"] == "autoattack-custom"
+    assert data["worst_case_accuracy"] == data["robust_accuracy"][keys[1]]
+
 
 def test_data_and_presets_commands_list_things() -> None:
     code, out = invoke("data")

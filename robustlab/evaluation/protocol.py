@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
-from torch import nn
+from pydantic import Field, model_validator
+from torch import Tensor, nn
 
 from robustlab.attacks.spec import build_attack
 from robustlab.data import ImageData
@@ -21,16 +22,35 @@ from robustlab.utils.rng import derive_seed
 LARGE_EPS_MAX_ACCURACY = 0.10
 
 
+class AutoAttackConfig(Strict):
+    """AutoAttack (Croce & Hein 2020) run exactly as the reference does, on the first ``n`` evaluation points."""
+
+    version: Literal["standard", "plus", "rand", "custom"] = "standard"
+    norm: Literal["linf", "l2", "l1"] = "linf"
+    eps: float = Field(gt=0)
+    n: int | None = Field(default=None, ge=1)
+    attacks: list[str] | None = None
+    attack_kwargs: dict[str, dict[str, Any]] | None = None
+
+
 class EvalConfig(Strict):
-    """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on."""
+    """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on; optionally
+    AutoAttack on the first ``autoattack.n`` of the same points."""
 
     split: Literal["test", "val"] = "test"
     n: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=500, ge=1)
     seed: int = 0
-    attacks: list[AttackConfig] = Field(min_length=1)
+    attacks: list[AttackConfig] = Field(default_factory=list)
+    autoattack: AutoAttackConfig | None = None
     large_eps: float | None = Field(default=None, gt=0)
     grad_check_n: int = Field(default=200, ge=0)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> EvalConfig:
+        if not self.attacks and self.autoattack is None:
+            raise ValueError("an evaluation needs 'attacks' or 'autoattack'")
+        return self
 
 
 def attack_label(cfg: AttackConfig) -> str:
@@ -58,8 +78,13 @@ def run_protocol(
     *,
     model_info: dict[str, Any] | None = None,
     show_progress: bool = False,
+    state_dir: Path | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``model`` on ``data`` (already the chosen split) under ``cfg``; includes the sanity checks."""
+    """Evaluate ``model`` on ``data`` (already the chosen split) under ``cfg``; includes the sanity checks.
+
+    With ``state_dir``, AutoAttack writes a state file there after every attack and batch, so an interrupted
+    evaluation resumes where it stopped.
+    """
     n = len(data) if cfg.n is None else min(cfg.n, len(data))
     indices = torch.arange(n)
     x, y = data.float_images(indices), data.labels[indices]
@@ -73,22 +98,63 @@ def run_protocol(
     if cfg.grad_check_n:
         k = min(cfg.grad_check_n, n)
         sanity.update(grad_health(model, x[:k], y[:k], cfg.batch_size))
+    if cfg.autoattack is not None:
+        aa_flags, aa_timings = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
+        flags.update(aa_flags)
+        timings.update(aa_timings)
     if cfg.large_eps is not None:
-        big = cfg.attacks[0].model_copy(update={"eps": min(cfg.large_eps, 1.0) if cfg.attacks[0].norm == "linf"
-                                                else cfg.large_eps})
+        first_attack = cfg.attacks[0] if cfg.attacks else AttackConfig(
+            name="pgd", norm=cfg.autoattack.norm, eps=cfg.autoattack.eps, steps=50)  # type: ignore[union-attr]
+        big = first_attack.model_copy(update={"eps": min(cfg.large_eps, 1.0) if first_attack.norm == "linf"
+                                              else cfg.large_eps})
         torch.manual_seed(derive_seed(cfg.seed, "large-eps"))
         _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size)
         acc = accuracy_of(next(iter(big_flags.values())))
         sanity.update(large_eps=big.eps, large_eps_accuracy=acc, large_eps_collapsed=acc <= LARGE_EPS_MAX_ACCURACY)
     robust = {name: accuracy_of(mask) for name, mask in flags.items()}
-    worst = accuracy_of(list(flags.values())[-1])
+    worst_mask = clean.clone()
+    for mask in flags.values():
+        worst_mask[: len(mask)] &= mask  # AutoAttack may cover only the first points; worst case over what ran
+    worst_n = min((len(m) for m in flags.values()), default=n)
+    worst = accuracy_of(worst_mask[:worst_n])
     sanity["accuracy_monotone_in_attacks"] = all(a >= b for a, b in zip([accuracy_of(clean), *robust.values()],
                                                                          robust.values()))
     per_sample = {"clean": clean.tolist(), **{k: v.tolist() for k, v in flags.items()}}
-    first = cfg.attacks[0]
+    first = cfg.attacks[0] if cfg.attacks else cfg.autoattack  # type: ignore[assignment]
+    protocol = [a.describe() for a in attacks]
+    if cfg.autoattack is not None:
+        aa_desc = cfg.autoattack.model_dump(exclude_none=True)
+        protocol.append({"name": f"autoattack-{cfg.autoattack.version}", **aa_desc})
     return EvaluationResult(
         dataset=data.info.name, split=data.split, n=n, indices=indices.tolist(),
-        threat=ThreatModel(first.norm, first.eps).to_dict(), protocol=[a.describe() for a in attacks],
-        clean_accuracy=accuracy_of(clean), robust_accuracy=robust, worst_case_accuracy=worst,
+        threat=ThreatModel(first.norm, first.eps).to_dict(), protocol=protocol,
+        clean_accuracy=accuracy_of(clean), robust_accuracy=robust, worst_case_accuracy=worst, worst_case_n=worst_n,
         per_sample=per_sample, seed=cfg.seed, timings=timings, sanity=sanity, model=model_info or {},
     )
+
+
+def _run_autoattack(
+    model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, cfg: EvalConfig, show_progress: bool,
+    state_dir: Path | None,
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """AutoAttack on the first ``autoattack.n`` points, standalone as in the reference; cumulative flags per attack."""
+    from robustlab.attacks.autoattack import AutoAttack
+
+    aa = cfg.autoattack
+    assert aa is not None
+    k = len(x) if aa.n is None else min(aa.n, len(x))
+    state_file = None
+    if state_dir is not None:
+        key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
+        state_file = Path(state_dir) / f"autoattack-{key}.state.safetensors"
+    runner = AutoAttack(model, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
+                        attack_kwargs=aa.attack_kwargs, seed=cfg.seed, state_file=state_file,
+                        batch_size=cfg.batch_size, show_progress=show_progress)
+    result = runner.run(x[:k], y[:k])
+    label = f"autoattack-{aa.version} {aa.norm} eps={aa.eps:.4g} n={k}"
+    flags = {f"{label}: {name}": mask for name, mask in result.robust.items()}
+    if not torch.equal(result.clean, clean[:k]):
+        raise RuntimeError("AutoAttack's clean predictions differ from the evaluation's: the model is stochastic; "
+                           "use version='rand' and repeated evaluation")
+    timings = {f"{label}: {name}": t for name, t in result.timings.items()}
+    return flags, timings

@@ -28,7 +28,10 @@ class EvaluationResult:
     """Clean and robust accuracy of one model under one protocol.
 
     ``robust_accuracy`` is cumulative in protocol order (each attack runs only on points every earlier attack
-    failed on, the AutoAttack convention), so the last entry equals ``worst_case_accuracy``.
+    failed on, the AutoAttack convention). AutoAttack entries (``autoattack-...: attack``) are cumulative within
+    AutoAttack, which runs standalone as in the reference, possibly on only the first points.
+    ``worst_case_accuracy`` is the pointwise worst case over every attack, on the first ``worst_case_n`` points
+    (all of which every attack ran on).
     """
 
     dataset: str
@@ -43,6 +46,7 @@ class EvaluationResult:
     per_sample: dict[str, list[bool]]
     seed: int
     timings: dict[str, float]
+    worst_case_n: int | None = None
     sanity: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
