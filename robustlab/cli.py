@@ -118,7 +118,9 @@ def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, publishe
 
     model, meta = load_trained_model(run, which)
     data = load_dataset(meta["dataset"], eval_cfg.split)
-    out_dir = (run if run.is_dir() else run.parent) / "eval"
+    out_dir = _run_folder(run) / "eval"
+    if run.is_file():
+        which = run.stem  # a checkpoint file: label results by its name
     result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
                           show_progress=progress, state_dir=out_dir / f"state-{which}")
     out = out_dir / f"{which}-{datetime.now():%Y%m%d-%H%M%S-%f}.json"  # never overwrites an earlier result
@@ -169,9 +171,16 @@ def evaluate(
     _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published)
 
 
+def _run_folder(run: Path) -> Path:
+    """The run folder of a run path or of a checkpoint file inside its ``checkpoints/`` folder."""
+    if run.is_dir():
+        return run
+    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+
+
 def _default_eval(run: Path) -> dict[str, Any]:
     """PGD-50 x 3 at the training threat model, when the run has no preset protocol."""
-    cfg_path = (run if run.is_dir() else run.parent.parent) / "config.yaml"
+    cfg_path = _run_folder(run) / "config.yaml"
     if not cfg_path.exists():
         raise RobustlabError(f"{run} has no config.yaml or preset.yaml; pass --preset to choose a protocol")
     attack = (yaml.safe_load(cfg_path.read_text()).get("objective") or {}).get("attack")

@@ -52,6 +52,11 @@ def test_train_then_evaluate_writes_results(tmp_path: Path) -> None:
     assert code == 0, out
     assert "eps=0.05" in out
 
+    code, out = invoke("evaluate", str(run / "checkpoints" / "last.safetensors"), "--protocol", "pgd", "--n", "10",
+                       "--no-progress")
+    assert code == 0, out
+    assert len(list((run / "eval").glob("last-*.json"))) == 1  # a checkpoint file evaluates into its run folder
+
     aa = ["evaluate", str(run), "--protocol", "autoattack-standard", "--n", "12", "--no-progress",
           "--set", "eval.autoattack.version=custom", "--set", "eval.autoattack.attacks=[apgd-ce, apgd-dlr]",
           "--set", "eval.autoattack.attack_kwargs={apgd-ce: {steps: 5}, apgd-dlr: {steps: 5}}"]
