@@ -62,6 +62,8 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     if "zero_grad_fraction" in result.sanity:
         zero, bad = result.sanity["zero_grad_fraction"], result.sanity["nonfinite_grad_fraction"]
         table.add_row("sanity: zero / non-finite input gradients", f"{100 * zero:.1f}% / {100 * bad:.1f}%")
+    for warning in result.sanity.get("warnings", []):
+        table.add_row("[red]sanity warning[/red]", warning)
     for key, value in (published or {}).items():
         if key != "source":
             table.add_row(f"published: {key}", f"{value}%")

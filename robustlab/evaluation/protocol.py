@@ -13,13 +13,11 @@ from torch import Tensor, nn
 from robustlab.attacks.spec import build_attack
 from robustlab.data import ImageData
 from robustlab.evaluation.result import EvaluationResult
-from robustlab.evaluation.robust import NamedAttack, accuracy_of, grad_health, robust_flags
+from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
+from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
 from robustlab.threat import ThreatModel
 from robustlab.training.config import AttackConfig, Strict
 from robustlab.utils.rng import derive_seed
-
-#: Robust accuracy above this at ``large_eps`` means the attack is not working (masking or a broken model).
-LARGE_EPS_MAX_ACCURACY = 0.10
 
 
 class AutoAttackConfig(Strict):
@@ -95,13 +93,12 @@ def run_protocol(
     clean, flags, timings = robust_flags(model, x, y, attacks, batch_size=cfg.batch_size, show_progress=show_progress)
     timings["total"] = time.perf_counter() - t0
     sanity: dict[str, Any] = {}
-    if cfg.grad_check_n:
-        k = min(cfg.grad_check_n, n)
-        sanity.update(grad_health(model, x[:k], y[:k], cfg.batch_size))
+    aa_flags: dict[str, Tensor] | None = None
     if cfg.autoattack is not None:
         aa_flags, aa_timings = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
         flags.update(aa_flags)
         timings.update(aa_timings)
+    large_eps_accuracy = None
     if cfg.large_eps is not None:
         first_attack = cfg.attacks[0] if cfg.attacks else AttackConfig(
             name="pgd", norm=cfg.autoattack.norm, eps=cfg.autoattack.eps, steps=50)  # type: ignore[union-attr]
@@ -109,16 +106,26 @@ def run_protocol(
                                               else cfg.large_eps})
         torch.manual_seed(derive_seed(cfg.seed, "large-eps"))
         _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size)
-        acc = accuracy_of(next(iter(big_flags.values())))
-        sanity.update(large_eps=big.eps, large_eps_accuracy=acc, large_eps_collapsed=acc <= LARGE_EPS_MAX_ACCURACY)
+        large_eps_accuracy = accuracy_of(next(iter(big_flags.values())))
+        sanity["large_eps"] = big.eps
+    if cfg.grad_check_n:
+        k = min(cfg.grad_check_n, n)
+        bb_flags = None if aa_flags is None else {name.split(": ")[-1]: m for name, m in aa_flags.items()}
+        sanity.update(run_sanity_checks(model, x[:k], y[:k], flags_by_attack=None, batch_size=cfg.batch_size,
+                                        large_eps_accuracy=large_eps_accuracy))
+        if bb_flags is not None:  # AutoAttack's cumulative masks, all on the same points: did Square beat APGD/FAB?
+            sanity.update(black_box_beats_white_box(bb_flags))
+            if sanity["black_box_beats_white_box"]:
+                sanity["warnings"].append(f"Square broke {sanity['black_box_only_count']} points the white-box "
+                                          "attacks did not: gradients are likely masked")
+    elif large_eps_accuracy is not None:
+        sanity.update(large_eps_collapse(large_eps_accuracy))
     robust = {name: accuracy_of(mask) for name, mask in flags.items()}
     worst_mask = clean.clone()
     for mask in flags.values():
         worst_mask[: len(mask)] &= mask  # AutoAttack may cover only the first points; worst case over what ran
     worst_n = min((len(m) for m in flags.values()), default=n)
     worst = accuracy_of(worst_mask[:worst_n])
-    sanity["accuracy_monotone_in_attacks"] = all(a >= b for a, b in zip([accuracy_of(clean), *robust.values()],
-                                                                         robust.values()))
     per_sample = {"clean": clean.tolist(), **{k: v.tolist() for k, v in flags.items()}}
     first = cfg.attacks[0] if cfg.attacks else cfg.autoattack  # type: ignore[assignment]
     protocol = [a.describe() for a in attacks]
