@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from robustlab.attacks import (  # noqa: F401  (registration side effects)
     apgd,
+    bb,
     cw,
     deepfool,
     fab,
@@ -17,6 +18,7 @@ from robustlab.attacks import (  # noqa: F401  (registration side effects)
     multitarget,
     pgd,
     rfgsm,
+    spsa,
     square,
 )
 from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
