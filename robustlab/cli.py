@@ -22,7 +22,9 @@ err_console = Console(stderr=True)
 
 PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand")
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
-SetOpt = Annotated[list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")]
+SetOpt = Annotated[
+    list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
+]
 
 
 def main() -> None:
@@ -191,6 +193,59 @@ def _default_eval(run: Path) -> dict[str, Any]:
     large = min(1.0, 4 * attack["eps"]) if attack["norm"] == "linf" else 4 * attack["eps"]
     pgd = {"name": "pgd", "norm": attack["norm"], "eps": attack["eps"], "steps": 50, "restarts": 3}
     return {"attacks": [pgd], "large_eps": large}
+
+
+@app.command()
+def attack(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the adversarial examples (.safetensors).")],
+    name: Annotated[str, typer.Option("--attack", help="A registered attack (see list below) or autoattack-VERSION.")]
+    = "pgd",
+    eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    n: Annotated[int, typer.Option(help="Attack the first N points of the split.")] = 100,
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
+    set_: SetOpt = None,  # type: ignore[assignment]
+    seed: Annotated[int, typer.Option(help="Seed for the attack's randomness.")] = 0,
+) -> None:
+    """Craft adversarial examples and save them (float32 NCHW in [0,1]) with labels, indices and the protocol."""
+    import torch
+
+    from robustlab.attacks.autoattack import AutoAttack
+    from robustlab.attacks.base import attack_mode, predict
+    from robustlab.attacks.spec import build_attack
+    from robustlab.checkpoint import save_tensors
+    from robustlab.data import load_dataset
+    from robustlab.presets import parse_overrides
+    from robustlab.threat import ThreatModel
+    from robustlab.training.config import AttackConfig, parse_config
+    from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.rng import derive_seed
+
+    model, meta = load_trained_model(run, which)
+    data = load_dataset(meta["dataset"], split)
+    k = min(n, len(data))
+    x, y = data.float_images(range(k)), data.labels[:k]
+    torch.manual_seed(derive_seed(seed, "attack"))
+    if name.startswith("autoattack-"):
+        threat = ThreatModel(norm, eps)
+        x_adv = AutoAttack(model, threat, version=name.split("-", 1)[1], seed=seed).run(x, y).x_adv
+        protocol: dict[str, Any] = {"name": name, "norm": threat.norm, "eps": threat.eps, "seed": seed}
+    else:
+        settings = parse_overrides(set_ or []).get("attack", {})
+        cfg = parse_config({"name": name, "norm": norm, "eps": eps, **settings}, AttackConfig, "attack")
+        x_adv = torch.cat([build_attack(cfg, model)(x[i : i + 256], y[i : i + 256]) for i in range(0, k, 256)])
+        protocol = {**cfg.model_dump(exclude_none=True), "seed": seed}
+    with attack_mode(model):
+        pred = predict(model, x_adv).argmax(dim=1)
+    tensors = {"x_adv": x_adv.contiguous(), "labels": y.contiguous(), "predictions": pred.contiguous(),
+               "indices": torch.arange(k)}
+    meta_out = {"protocol": json.dumps(protocol), "dataset": meta["dataset"], "split": split,
+                "model": meta.get("model", ""), "checkpoint": str(run)}
+    save_tensors(out, tensors, meta_out)
+    console.print(f"{k} adversarial examples ({protocol['name']}, {norm} eps={eps}) -> {out}; "
+                  f"accuracy on them {100 * float((pred == y).float().mean()):.2f}%")
 
 
 @app.command()

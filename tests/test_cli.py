@@ -10,6 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from robustlab import cli
+from robustlab.checkpoint import load_tensors
+from robustlab.data import load_dataset
 
 runner = CliRunner()
 
@@ -56,6 +58,18 @@ def test_train_then_evaluate_writes_results(tmp_path: Path) -> None:
                        "--no-progress")
     assert code == 0, out
     assert len(list((run / "eval").glob("last-*.json"))) == 1  # a checkpoint file evaluates into its run folder
+
+    adv = tmp_path / "adv.safetensors"
+    code, out = invoke("attack", str(run), "--out", str(adv), "--attack", "mim", "--eps", "0.1", "--n", "16",
+                       "--set", "attack.steps=3")
+    assert code == 0, out
+    tensors, meta = load_tensors(adv)
+    assert tensors["x_adv"].shape == (16, 1, 28, 28) and tensors["labels"].shape == (16,)
+    assert json.loads(meta["protocol"])["steps"] == 3 and meta["dataset"] == "mnist"
+    x = load_dataset("mnist", "test").float_images(range(16))
+    assert float((tensors["x_adv"] - x).abs().max()) <= 0.1 + 1e-6
+    code, out = invoke("attack", str(run), "--out", str(adv), "--attack", "mim", "--set", "attack.stepz=3")
+    assert code == 2 and "stepz" in out
 
     aa = ["evaluate", str(run), "--protocol", "autoattack-standard", "--n", "12", "--no-progress",
           "--set", "eval.autoattack.version=custom", "--set", "eval.autoattack.attacks=[apgd-ce, apgd-dlr]",
