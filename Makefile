@@ -6,7 +6,7 @@ STAMP := $(VENV)/.robustlab-installed
 
 .PHONY: setup datasets demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned, so nothing pulls the multi-GB CUDA build
