@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial 
 console = Console()
 err_console = Console(stderr=True)
 
-PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand")
+PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand", "autoattack-custom")
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
 SetOpt = Annotated[
     list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
@@ -139,7 +139,8 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     protocol: Annotated[str, typer.Option(
-        help="preset (the run's preset protocol), pgd (PGD-50x3), or autoattack-standard|plus|rand.")] = "preset",
+        help="preset (the run's), pgd (PGD-50x3), autoattack-standard|plus|rand, or autoattack-custom "
+        "with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(help="Number of test points (default: the protocol's).")] = None,
