@@ -1,0 +1,77 @@
+"""Our native AutoAttack vs the reference implementation (``pyautoattack``) on the same model and points.
+
+Reports, for one version (default ``standard``): robust accuracy and wall time of each, their ratio, and the
+per-attack cumulative accuracies of ours. Both run in fp32 on the CPU with the same batch size, one after the other.
+
+    .venv/bin/python benchmarks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
+        [--which best] [--out benchmarks/results/autoattack_vs_reference.json] [--skip-reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from robustlab.attacks.autoattack import AutoAttack
+from robustlab.data import load_dataset
+from robustlab.threat import ThreatModel
+from robustlab.training.trainer import load_trained_model
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "autoattack_vs_reference.json"
+
+
+def reference_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
+    """pyautoattack's robust accuracy and seconds on (x, y)."""
+    from pyautoattack import AutoAttack as Reference
+
+    ref = Reference(model, device="cpu", eps=args.eps, norm="Linf" if args.norm == "linf" else "L2", seed=0,
+                    version=args.version)
+    ref.verbose = False
+    start = time.perf_counter()
+    x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        acc = float((model(x_adv).argmax(1) == y).float().mean())
+    return {"robust_accuracy": acc, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--eps", type=float, default=0.3)
+    parser.add_argument("--norm", default="linf")
+    parser.add_argument("--version", default="standard")
+    parser.add_argument("--which", default="best")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+
+    model, meta = load_trained_model(args.run, args.which)
+    test = load_dataset(meta["dataset"], "test")
+    x, y = test.float_images(range(args.n)), test.labels[: args.n]
+    start = time.perf_counter()
+    ours = AutoAttack(model, ThreatModel(args.norm, args.eps), version=args.version, seed=0,
+                      batch_size=args.batch_size).run(x, y)
+    result = {
+        "run": str(args.run), "n": args.n, "eps": args.eps, "norm": args.norm, "version": args.version,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "ours": {"clean_accuracy": ours.clean_accuracy, "robust_accuracy": ours.robust_accuracy,
+                 "accuracy_after": ours.accuracy_after, "timings": ours.timings,
+                 "seconds": time.perf_counter() - start},
+    }
+    if not args.skip_reference:
+        result["reference"] = reference_accuracy(model, x, y, args)
+        result["time_ratio_ours_over_reference"] = result["ours"]["seconds"] / result["reference"]["seconds"]
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
