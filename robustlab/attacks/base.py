@@ -106,7 +106,8 @@ class Attack:
         """The shared input gradient with this attack's loss and EoT setting."""
         return input_gradient(self.model, x, y, self.loss_fn, targeted=targeted, eot_samples=self.eot_samples)
 
-    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+    def _check_inputs(self, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Validate images, labels and targets (before any forward pass); returns them on x's device."""
         check_images(x)
         check_labels(y, x.shape[0])
         y = y.to(x.device)
@@ -117,6 +118,10 @@ class Attack:
             target = target.to(x.device)
             if bool((target == y).any()):
                 raise InputError("target equals the true label for some samples; a targeted attack needs target != y")
+        return y, target
+
+    def __call__(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
+        y, target = self._check_inputs(x, y, target)
         with attack_mode(self.model):
             with torch.no_grad():
                 num_classes = check_logits(self.model(x[:1]), 1).shape[1]
@@ -131,4 +136,29 @@ class Attack:
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Return adversarial examples for validated inputs; the model is already in attack mode."""
+        raise NotImplementedError
+
+
+class BoundarySearchAttack(Attack):
+    """Base of minimum-norm attacks that search for the closest adversarial point (FAB, Brendel & Bethge).
+
+    Subclasses implement ``_search(x, y, target, stop_at) -> (best, best_norm)``: per sample the closest adversarial
+    point found (x where none) and its norm (inf where none); ``stop_at`` lets a sample stop once within that norm.
+    As a fixed-eps attack a sample gets its closest point if that lies within eps, otherwise x unchanged.
+    """
+
+    def minimal_perturbation(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(x_min, found)`` without the eps cut; samples already misclassified come back unchanged, found."""
+        y, target = self._check_inputs(x, y, target)
+        with attack_mode(self.model):
+            best, best_norm = self._search(x.detach(), y, target, stop_at=None)
+        return best.detach(), torch.isfinite(best_norm)
+
+    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """The closest adversarial point found when it lies within eps; other samples stay at ``x``."""
+        best, best_norm = self._search(x, y, target, stop_at=self.threat.eps)
+        keep = (best_norm <= self.threat.eps).reshape(-1, *([1] * (x.dim() - 1)))
+        return self.threat.project(torch.where(keep, best, x), x)
+
+    def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

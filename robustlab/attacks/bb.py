@@ -27,14 +27,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
+from robustlab.attacks.base import Attack, BoundarySearchAttack, input_gradient, predict
 from robustlab.attacks.fab import project_hyperplane_box
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.pgd import PGD, _check_count, attack_success
 from robustlab.attacks.registry import register_attack
 from robustlab.errors import InputError
 from robustlab.threat import ThreatModel, lp_norm
-from robustlab.validation import check_images, check_labels, check_positive
+from robustlab.validation import check_positive
 
 
 def _expand(v: Tensor, like: Tensor) -> Tensor:
@@ -53,7 +53,7 @@ def _pair_gap(other: Tensor) -> LossFn:
 
 
 @register_attack("bb")
-class BrendelBethge(Attack):
+class BrendelBethge(BoundarySearchAttack):
     """``BrendelBethge(model, threat, steps=200)``: PGD start, then boundary-following steps that shrink the norm.
 
     A simplified B&B (see the module docstring): closed-form projections onto the linearised boundary instead of the
@@ -90,29 +90,6 @@ class BrendelBethge(Attack):
 
     def __repr__(self) -> str:
         return f"BrendelBethge({self.threat}, steps={self.steps}, init={self.init_attack!r})"
-
-    def minimal_perturbation(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The closest adversarial point found per sample, without the eps cut, and whether one was found.
-
-        Samples already fooled come back unchanged with success True; failed samples unchanged with success False.
-        """
-        check_images(x)
-        check_labels(y, x.shape[0])
-        y = y.to(x.device)
-        if target is not None:
-            check_labels(target, x.shape[0], name="target")
-            target = target.to(x.device)
-        with attack_mode(self.model):
-            best, best_norm = self._search(x.detach(), y, target, stop_at=None)
-        return best.detach(), torch.isfinite(best_norm)
-
-    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-        """The closest adversarial point found when it lies within eps; other samples stay at ``x``."""
-        best, best_norm = self._search(x, y, target, stop_at=self.threat.eps)
-        keep = _expand(best_norm <= self.threat.eps, x)
-        return self.threat.project(torch.where(keep, best, x), x)
-
-    # ----------------------------------------------------------------------------------------- the search
 
     def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
         """Best adversarial point and its norm per sample (inf where none); samples within ``stop_at`` stop early."""

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
+from robustlab.attacks.base import BoundarySearchAttack, input_gradient, predict
 from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.registry import register_attack
 from robustlab.errors import InputError
 from robustlab.threat import ThreatModel, lp_norm
-from robustlab.validation import check_images, check_labels, check_positive
+from robustlab.validation import check_positive
 
 _HUGE = 1e30  # breakpoint for zero-weight coordinates: they never constrain the projection
 _JACOBIAN_ROWS = 2048  # images per forward/backward when the untargeted Jacobian is batched over classes
@@ -86,7 +86,7 @@ def _random_sphere(shape: torch.Size, norm: str, gen: torch.Generator | None, li
     return t.to(device=like.device, dtype=like.dtype)
 
 
-class _FABBase(Attack):
+class _FABBase(BoundarySearchAttack):
     """Shared FAB machinery: one run, restarts, the eps cut; subclasses say which boundary to project onto."""
 
     def __init__(
@@ -121,30 +121,6 @@ class _FABBase(Attack):
         )
 
     # ----------------------------------------------------------------------------------------- public entry points
-
-    def minimal_perturbation(self, x: Tensor, y: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The smallest adversarial point found per sample, without the eps cut, and whether one was found.
-
-        Samples the model already gets wrong (or, with ``target``, already classifies as the target) come back
-        unchanged with success True. Failed samples come back unchanged with success False.
-        """
-        check_images(x)
-        check_labels(y, x.shape[0])
-        y = y.to(x.device)
-        if target is not None:
-            check_labels(target, x.shape[0], name="target")
-            target = target.to(x.device)
-        with attack_mode(self.model):
-            best, best_norm = self._search(x.detach(), y, target, stop_at=None)
-        return best.detach(), torch.isfinite(best_norm)
-
-    def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-        """Minimal adversarial points within eps; samples without one stay at ``x``."""
-        best, best_norm = self._search(x, y, target, stop_at=self.threat.eps)
-        keep = (best_norm <= self.threat.eps).reshape(-1, *([1] * (x.dim() - 1)))
-        return self.threat.project(torch.where(keep, best, x), x)
-
-    # ----------------------------------------------------------------------------------------- subclass hooks
 
     def _search(self, x: Tensor, y: Tensor, target: Tensor | None, stop_at: float | None) -> tuple[Tensor, Tensor]:
         """Best point and its norm per sample (inf where none); ``stop_at`` skips work on samples already within it."""
