@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attack_overhead import bare_step, load_model, timed  # noqa: E402
+from attack_overhead import bare_step, interleaved_medians, load_model  # noqa: E402
 
 from robustlab.attacks import PGD, attack_mode  # noqa: E402
 from robustlab.attacks.apgd import APGD  # noqa: E402
@@ -54,13 +53,7 @@ def bench(batch: int = 128, steps: tuple[int, int] = (10, 30), repeats: int = 5,
         "pgd_s1": lambda: pgd1(x, y),
         "pgd_s2": lambda: pgd2(x, y),
     }
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            times[k].append(timed(fn, device))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(runs, repeats, device)
     bare_t = med["bare"]
     return {
         "model": "small-cnn", "dataset": "mnist", "batch": batch, "device": str(device),

@@ -58,6 +58,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per named run after one warm-up call each; runs are interleaved so load hits all alike."""
+    for fn in runs.values():  # warm-up: allocator, kernels, lazy init
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            times[k].append(timed(fn, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bare_step(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """One forward + backward to the input: the irreducible cost of a gradient attack step."""
     x_req = x.detach().requires_grad_(True)
@@ -91,13 +102,7 @@ def bench_case(
         "fgsm": lambda: fgsm(x, y),
         "fgsm_rs": lambda: fgsm_rs(x, y),
     }
-    for fn in runs.values():  # warm-up: allocator, kernels, lazy init
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            times[k].append(timed(fn, device))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(runs, repeats, device)
     bare_t = med["bare"]
     return {
         "model": name,
