@@ -22,6 +22,7 @@ err_console = Console(stderr=True)
 
 PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand", "autoattack-custom")
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 SetOpt = Annotated[
     list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
 ]
@@ -115,12 +116,13 @@ def _write_eval_config(run_dir: Path, preset: Any) -> None:
     atomic_write_text(run_dir / "preset.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
-def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None) -> Any:
+def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None,
+                  device: str = "auto") -> Any:
     from robustlab.data import load_dataset
     from robustlab.evaluation.protocol import run_protocol
     from robustlab.training.trainer import load_trained_model
 
-    model, meta = load_trained_model(run, which)
+    model, meta = load_trained_model(run, which, device)
     data = load_dataset(meta["dataset"], eval_cfg.split)
     out_dir = _run_folder(run) / "eval"
     if run.is_file():
@@ -147,6 +149,7 @@ def evaluate(
     eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks).")] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/."""
     from robustlab.evaluation.protocol import EvalConfig
@@ -173,7 +176,7 @@ def evaluate(
         eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
         if eval_dict.get("autoattack"):
             eval_dict["autoattack"]["eps"] = eps
-    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published)
+    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device)
 
 
 def _run_folder(run: Path) -> Path:
@@ -209,6 +212,7 @@ def attack(
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     set_: SetOpt = None,  # type: ignore[assignment]
     seed: Annotated[int, typer.Option(help="Seed for the attack's randomness.")] = 0,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Craft adversarial examples and save them (float32 NCHW in [0,1]) with labels, indices and the protocol."""
     import torch
@@ -222,12 +226,14 @@ def attack(
     from robustlab.threat import ThreatModel
     from robustlab.training.config import AttackConfig, parse_config
     from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.device import model_device
     from robustlab.utils.rng import derive_seed
 
-    model, meta = load_trained_model(run, which)
+    model, meta = load_trained_model(run, which, device)
     data = load_dataset(meta["dataset"], split)
     k = min(n, len(data))
-    x, y = data.float_images(range(k)), data.labels[:k]
+    dev = model_device(model)
+    x, y = data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
     torch.manual_seed(derive_seed(seed, "attack"))
     if name.startswith("autoattack-"):
         threat = ThreatModel(norm, eps)
@@ -240,6 +246,7 @@ def attack(
         protocol = {**cfg.model_dump(exclude_none=True), "seed": seed}
     with attack_mode(model):
         pred = predict(model, x_adv).argmax(dim=1)
+    x_adv, y, pred = x_adv.cpu(), y.cpu(), pred.cpu()
     tensors = {"x_adv": x_adv.contiguous(), "labels": y.contiguous(), "predictions": pred.contiguous(),
                "indices": torch.arange(k)}
     meta_out = {"protocol": json.dumps(protocol), "dataset": meta["dataset"], "split": split,

@@ -17,6 +17,7 @@ from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
 from robustlab.threat import ThreatModel
 from robustlab.training.config import AttackConfig, Strict
+from robustlab.utils.device import model_device
 from robustlab.utils.rng import derive_seed
 
 
@@ -85,7 +86,8 @@ def run_protocol(
     """
     n = len(data) if cfg.n is None else min(cfg.n, len(data))
     indices = torch.arange(n)
-    x, y = data.float_images(indices), data.labels[indices]
+    device = model_device(model)
+    x, y = data.float_images(indices).to(device), data.labels[indices].to(device)
     model.eval()
     attacks = named_attacks(model, cfg.attacks)
     torch.manual_seed(derive_seed(cfg.seed, "eval"))

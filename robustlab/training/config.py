@@ -104,6 +104,7 @@ class TrainConfig(Strict):
     checkpoint_every_steps: int | None = Field(default=None, ge=1)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    device: str = "auto"
 
     @field_validator("name")
     @classmethod

@@ -35,12 +35,13 @@ from robustlab.training import distributed as D
 from robustlab.training.config import AttackConfig, TrainConfig
 from robustlab.training.objectives import create_objective
 from robustlab.training.schedules import lr_factor
+from robustlab.utils.device import autocast_context, resolve_device
 from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
 
-# Keys whose change does not invalidate a run's resume (more epochs, other thread count, progress display).
-_RESUMABLE_CHANGES = {"epochs", "threads"}
+# Keys whose change does not invalidate a run's resume (more epochs, other thread count, another device).
+_RESUMABLE_CHANGES = {"epochs", "threads", "device"}
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -114,7 +115,8 @@ class Trainer:
         self.train_data, self.val_data = self._load_data()
         self.info = self.train_data.info
         torch.manual_seed(derive_seed(cfg.seed, "init"))
-        self.model = create_model(cfg.model.name, self.info, **cfg.model.kwargs)
+        self.device = resolve_device(cfg.device)
+        self.model = create_model(cfg.model.name, self.info, **cfg.model.kwargs).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.objective = create_objective(cfg.objective)
         n = len(self.train_data)
@@ -148,7 +150,7 @@ class Trainer:
             x = augment(x, self.cfg.data.augment, gen)
         local = b // self.dist.world
         r = self.dist.rank
-        return x[r * local : (r + 1) * local], y[r * local : (r + 1) * local]
+        return x[r * local : (r + 1) * local].to(self.device), y[r * local : (r + 1) * local].to(self.device)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "perm", epoch))
@@ -198,7 +200,9 @@ class Trainer:
         tensors, _ = load_tensors(self.ckpt_dir / state["optimizer_file"])
         if sha256_file(self.ckpt_dir / state["optimizer_file"]) != state["optimizer_sha256"]:
             raise CheckpointError("optimizer state does not match the weights checkpoint (corrupt run folder)")
-        optimizer_from_tensors(self.optimizer, tensors, state["optimizer_meta"])
+        optimizer_from_tensors(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()},
+                               state["optimizer_meta"])
+        self.objective.load_state_dict(state.get("objective", {}))
         return state
 
     # ------------------------------------------------------------------------------------------- validation
@@ -219,7 +223,7 @@ class Trainer:
         local = n // w if n % w == 0 else n
         lo = r * local if n % w == 0 else 0
         idx = torch.arange(lo, lo + local)
-        x, y = self.val_data.float_images(idx), self.val_data.labels[idx]
+        x, y = self.val_data.float_images(idx).to(self.device), self.val_data.labels[idx].to(self.device)
         attacks = []
         acfg = self.validation_attack_config()
         if acfg is not None:
@@ -256,7 +260,7 @@ class Trainer:
             kept = [row for row in read_jsonl(metrics_path) if row.get("epoch", 0) < state["epoch"]]
             atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         last_metrics: dict[str, Any] = {}
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        autocast = autocast_context(self.device, cfg.bf16)
         self.model.train()
         lr = cfg.optimizer.lr
         for epoch in range(state["epoch"], cfg.epochs):
@@ -287,11 +291,13 @@ class Trainer:
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     self.optimizer.step()
+                    self.objective.after_step(self.model)
                     D.broadcast_buffers(self.model, self.dist)
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v * len(x)
                     count += len(x)
-                    state.update(step=step + 1, global_step=state["global_step"] + 1, sums=sums, count=count)
+                    state.update(step=step + 1, global_step=state["global_step"] + 1, sums=sums, count=count,
+                                 objective=self.objective.state_dict())
                     shown = {k: metrics[k] for k in ("acc", "adv_acc") if k in metrics}
                     bar.advance(1, loss=metrics.get("loss", float(loss.detach())), **shown, lr=lr)
                     every = cfg.checkpoint_every_steps
@@ -323,8 +329,11 @@ class Trainer:
                             time.perf_counter() - t0)
 
 
-def load_trained_model(run_or_ckpt: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a run folder (or a checkpoint file written by the trainer) and load its weights."""
+def load_trained_model(
+    run_or_ckpt: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder (or a checkpoint file written by the trainer), load its weights, move it
+    to ``device`` (``auto`` = CUDA when available)."""
     path = Path(run_or_ckpt)
     if path.is_dir():
         path = path / "checkpoints" / f"{which}.safetensors"
@@ -337,4 +346,4 @@ def load_trained_model(run_or_ckpt: str | Path, which: str = "best") -> tuple[nn
     model = create_model(meta["model"], meta["dataset"], **kwargs)
     load_weights(path, model)
     model.eval()
-    return model, meta
+    return model.to(resolve_device(device)), meta

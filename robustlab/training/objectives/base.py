@@ -67,6 +67,18 @@ class Objective:
         """Return the scalar training loss (with graph) and float metrics for logging."""
         raise NotImplementedError
 
+    def after_step(self, model: nn.Module) -> None:
+        """Called by the trainer right after the optimizer step (AWP restores the perturbed weights here)."""
+
+    def state_dict(self) -> dict[str, float]:
+        """Learned state outside the model (UDR's dual variable); saved in every checkpoint for exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore :meth:`state_dict`; an objective without state refuses a non-empty one (foreign checkpoint)."""
+        if state:
+            raise ConfigError(f"objective {self.name!r} keeps no state, but the checkpoint holds {sorted(state)}")
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare module under a data-parallel wrapper, if any."""
