@@ -1,7 +1,7 @@
 """Our native AutoAttack vs the reference implementation (``pyautoattack``) on the same model and points.
 
 Reports, for one version (default ``standard``): robust accuracy and wall time of each, their ratio, and the
-per-attack cumulative accuracies of ours. Both run in fp32 on the CPU with the same batch size, one after the other.
+per-attack cumulative accuracies of ours. Both run in fp32 on the same device (``--device``) with the same batch size, one after the other.
 
     .venv/bin/python benchmarks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
         [--which best] [--out benchmarks/results/autoattack_vs_reference.json] [--skip-reference]
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from robustlab.attacks.autoattack import AutoAttack
 from robustlab.data import load_dataset
 from robustlab.threat import ThreatModel
 from robustlab.training.trainer import load_trained_model
+from robustlab.utils.device import model_device
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "autoattack_vs_reference.json"
 
@@ -28,7 +30,7 @@ def reference_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     """pyautoattack's robust accuracy and seconds on (x, y)."""
     from pyautoattack import AutoAttack as Reference
 
-    ref = Reference(model, device="cpu", eps=args.eps, norm="Linf" if args.norm == "linf" else "L2", seed=0,
+    ref = Reference(model, device=str(x.device), eps=args.eps, norm="Linf" if args.norm == "linf" else "L2", seed=0,
                     version=args.version)
     ref.verbose = False
     start = time.perf_counter()
@@ -49,18 +51,21 @@ def main() -> None:
     parser.add_argument("--which", default="best")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto; both implementations run there")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
-    model, meta = load_trained_model(args.run, args.which)
+    model, meta = load_trained_model(args.run, args.which, args.device)
     test = load_dataset(meta["dataset"], "test")
-    x, y = test.float_images(range(args.n)), test.labels[: args.n]
+    device = model_device(model)
+    x, y = test.float_images(range(args.n)).to(device), test.labels[: args.n].to(device)
     start = time.perf_counter()
     ours = AutoAttack(model, ThreatModel(args.norm, args.eps), version=args.version, seed=0,
                       batch_size=args.batch_size).run(x, y)
     result = {
         "run": str(args.run), "n": args.n, "eps": args.eps, "norm": args.norm, "version": args.version,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "ours": {"clean_accuracy": ours.clean_accuracy, "robust_accuracy": ours.robust_accuracy,
                  "accuracy_after": ours.accuracy_after, "timings": ours.timings,
                  "seconds": time.perf_counter() - start},

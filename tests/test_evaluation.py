@@ -73,3 +73,14 @@ def test_large_eps_check_exposes_a_masked_model() -> None:
         _, flags, _ = robust_flags(model, x, y, attacks)
         collapsed = float(flags["pgd"].float().mean()) <= 0.10
         assert collapsed == should_collapse
+
+
+def test_a_later_attack_is_not_called_once_every_point_is_broken() -> None:
+    """Regression: a first attack breaking every point used to hand the next one an empty batch (an error)."""
+    model, (x, y) = Linear2(), data()
+    huge = ThreatModel("linf", 0.5)
+    second = Recorder(PGD(model, huge, steps=5))
+    attacks = [NamedAttack("all", PGD(model, huge, steps=10), huge, {}), NamedAttack("next", second, huge, {})]
+    _, flags, _ = robust_flags(model, x, y, attacks, batch_size=7)
+    assert not bool(flags["all"].any()) and not bool(flags["next"].any())
+    assert second.seen == 0
