@@ -24,5 +24,5 @@ for p in $presets; do
     $PY -m robustlab.cli evaluate "$run" --protocol autoattack-standard --n "$aa_n" --no-progress 2>&1 | tee -a "$log"
     echo "TIMING autoattack $p $(( $(date +%s) - start )) s" | tee -a "$log"
   fi
+  tar czf "$out/runs.tgz" --exclude='*.safetensors' --exclude='*.state.*' runs  # after each preset: a timeout keeps what ran
 done
-tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
