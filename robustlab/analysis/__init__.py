@@ -1,0 +1,1 @@
+"""Analyses of trained models (latent-space projections and plots)."""
