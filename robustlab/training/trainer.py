@@ -7,7 +7,9 @@ state and the position; the learning rate is a pure function of progress.
 
 Checkpoints are committed in two phases: the optimizer state goes to ``optim-<step>.safetensors``, then
 ``last.safetensors`` (the weights, whose metadata holds the trainer state and names that optimizer file)
-replaces the old one atomically. A kill at any moment leaves a consistent, loadable pair.
+replaces the old one atomically. A kill at any moment leaves a consistent, loadable pair. Weights of modules an
+objective owns (``Objective.modules``, e.g. ASCL's projection head) travel in the optimizer file under the
+``objective_module.`` prefix, so they are committed with the same pair.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from robustlab.utils.rng import data_shard, derive_seed
 
 # Keys whose change does not invalidate a run's resume (more epochs, other thread count, another device).
 _RESUMABLE_CHANGES = {"epochs", "threads", "device"}
+# Prefix of an objective-owned module's weights inside the optimizer file.
+_MODULE_PREFIX = "objective_module."
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -64,10 +68,12 @@ class TrainSummary:
     seconds: float
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or Adam over all trainable parameters."""
+def build_optimizer(cfg: TrainConfig, model: nn.Module, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam over all trainable parameters; ``extra`` (an objective's own module) is a second param group."""
     o = cfg.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[Any] = [p for p in model.parameters() if p.requires_grad]
+    if extra is not None:
+        params = [{"params": params}, {"params": [p for p in extra.parameters() if p.requires_grad]}]
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
     return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -117,8 +123,15 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         self.device = resolve_device(cfg.device)
         self.model = create_model(cfg.model.name, self.info, **cfg.model.kwargs).to(self.device)
-        self.optimizer = build_optimizer(cfg, self.model)
         self.objective = create_objective(cfg.objective)
+        example = self.train_data.float_images(torch.arange(min(2, len(self.train_data)))).to(self.device)
+        self.objective_module = self.objective.modules(self.model, example)
+        if self.objective_module is not None:
+            self.objective_module.to(self.device)
+        # What is trained: the model plus the objective's module (train mode, gradient averaging, clipping).
+        self.trainable: nn.Module = (self.model if self.objective_module is None
+                                     else nn.ModuleList([self.model, self.objective_module]))
+        self.optimizer = build_optimizer(cfg, self.model, self.objective_module)
         n = len(self.train_data)
         self.steps_per_epoch = n // cfg.batch_size
         if cfg.max_steps_per_epoch:
@@ -161,6 +174,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+        if self.objective_module is not None:
+            tensors.update({_MODULE_PREFIX + k: v for k, v in self.objective_module.state_dict().items()})
         optim_name = f"optim-{state['global_step']:09d}.safetensors"
         save_tensors(self.ckpt_dir / optim_name, tensors, {"format": "robustlab-optimizer-v1"})
         state = {**state, "optimizer_file": optim_name, "optimizer_sha256": sha256_file(self.ckpt_dir / optim_name),
@@ -200,8 +215,14 @@ class Trainer:
         tensors, _ = load_tensors(self.ckpt_dir / state["optimizer_file"])
         if sha256_file(self.ckpt_dir / state["optimizer_file"]) != state["optimizer_sha256"]:
             raise CheckpointError("optimizer state does not match the weights checkpoint (corrupt run folder)")
-        optimizer_from_tensors(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()},
-                               state["optimizer_meta"])
+        module_sd = {k[len(_MODULE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODULE_PREFIX)}
+        if (self.objective_module is None) != (not module_sd):
+            raise CheckpointError(f"objective {self.cfg.objective.name!r} and the checkpoint in {self.ckpt_dir} "
+                                  "disagree on whether the objective owns trainable modules (foreign run folder)")
+        if self.objective_module is not None:
+            self.objective_module.load_state_dict(module_sd, strict=True)
+        optimizer_from_tensors(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()
+                                                if not k.startswith(_MODULE_PREFIX)}, state["optimizer_meta"])
         self.objective.load_state_dict(state.get("objective", {}))
         return state
 
@@ -261,7 +282,7 @@ class Trainer:
             atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         last_metrics: dict[str, Any] = {}
         autocast = autocast_context(self.device, cfg.bf16)
-        self.model.train()
+        self.trainable.train()
         lr = cfg.optimizer.lr
         for epoch in range(state["epoch"], cfg.epochs):
             perm = self._permutation(epoch)
@@ -280,19 +301,19 @@ class Trainer:
                     x, y = self._batch(perm, epoch, step)
                     torch.manual_seed(derive_seed(cfg.seed, "step", epoch, step))
                     self.objective.set_progress(progress)
-                    self.model.train()
+                    self.trainable.train()
                     with data_shard(self.dist.world, self.dist.rank), autocast:
                         loss, metrics = self.objective(self.model, x, y)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}: {float(loss)}")
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    D.average_gradients(self.model, self.dist)
+                    D.average_gradients(self.trainable, self.dist)
                     if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                        torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), cfg.grad_clip)
                     self.optimizer.step()
                     self.objective.after_step(self.model)
-                    D.broadcast_buffers(self.model, self.dist)
+                    D.broadcast_buffers(self.trainable, self.dist)
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v * len(x)
                     count += len(x)
@@ -316,7 +337,7 @@ class Trainer:
                 if state["best"] is None or score > state["best"]:
                     state["best"], state["best_epoch"] = score, epoch
                     self._save_best(epoch, val)
-            self.model.train()
+            self.trainable.train()
             if self.dist.is_main:
                 append_jsonl(metrics_path, row)
             state.update(epoch=epoch + 1, step=0, sums={}, count=0.0)

@@ -67,6 +67,14 @@ class Objective:
         """Return the scalar training loss (with graph) and float metrics for logging."""
         raise NotImplementedError
 
+    def modules(self, model: nn.Module, example: Tensor) -> nn.Module | None:
+        """Trainable modules this objective owns (ASCL's projection head), built once for ``model``; None if none.
+
+        ``example`` is a small input batch for sizing layers. The trainer calls this once before it builds the
+        optimizer, trains the module's parameters with the model's and saves them with the optimizer state.
+        """
+        return None
+
     def after_step(self, model: nn.Module) -> None:
         """Called by the trainer right after the optimizer step (AWP restores the perturbed weights here)."""
 
