@@ -1,4 +1,9 @@
-"""PGD adversarial training (Madry et al. 2018) and FGSM-RS fast AT (Wong et al. 2020)."""
+"""PGD adversarial training (Madry et al. 2018), FGSM-RS fast AT (Wong et al. 2020) and AWP-AT (Wu et al. 2020).
+
+The thesis's Eq. 5 weighs the adversarial term, ``CE(f(x)) + beta CE(f(x'))``; here the clean term is weighted
+instead, ``CE(f(x')) + natural_weight CE(f(x))``: the same loss up to a factor (natural_weight = 1/beta), identical
+for the beta = 1 (MNIST) setting.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
+from robustlab.training.objectives.awp import AWPParams
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 
 
@@ -36,3 +42,20 @@ class PGDAT(AdversarialObjective):
 @register_objective("fast-at")
 class FastAT(PGDAT):
     """FGSM with a uniform random start and step 1.25 eps (set the attack to ``fgsm-rs``); same loss as PGD-AT."""
+
+
+class AWPATParams(PGDATParams):
+    """PGD-AT's parameters with ``awp`` on by default (gamma 0.01, proxy lr 0.01, no warm-up)."""
+
+    awp: AWPParams | None = Field(default_factory=AWPParams)
+
+
+@register_objective("awp-at")
+class AWPAT(PGDAT):
+    """AWP-AT (Wu et al. 2020; UDR's WRN setting): PGD-AT (natural_weight 0) with adversarial weight perturbation.
+
+    A convenience name for ``pgd-at`` with ``params: {awp: {gamma: 0.01}}``; the perturbation is computed on the
+    same loss, CE(f(x_adv), y), with x_adv crafted at the unperturbed weights.
+    """
+
+    Params = AWPATParams
