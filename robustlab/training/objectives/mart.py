@@ -6,6 +6,9 @@ Two published forms (UDR spec A11), chosen by ``form``:
   with x' maximising the same KL;
 * ``original`` (Wang et al.'s paper and code): ``BCE(p(x'), y) + beta (1 - p_y(x)) KL(p(x) || p(x'))`` with x'
   from PGD on cross-entropy.
+
+``start`` as in TRADES: "uniform" (the thesis's U(-eps, eps), default) or "normal" (``x + 0.001 N(0, I)``, the
+official MART code's start).
 """
 
 from __future__ import annotations
@@ -15,16 +18,20 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 from robustlab.training.objectives.losses import boosted_cross_entropy, kl_per_sample, true_class_probability
+from robustlab.training.objectives.trades import Start, check_start, craft_normal_start
 
 
 class MARTParams(AdversarialParams):
-    """``beta`` weighs the KL term (5 on CIFAR-10, 1 in the UDR MNIST setting); ``form`` as in the module doc."""
+    """``beta`` weighs the KL term (5 on CIFAR-10, 1 in the UDR MNIST setting); ``form`` and ``start`` as in the
+    module doc."""
 
     beta: float = Field(default=5.0, ge=0)
     form: Literal["thesis", "original"] = "thesis"
+    start: Start = "uniform"
 
 
 @register_objective("mart")
@@ -32,13 +39,21 @@ class MART(AdversarialObjective):
     """Misclassification-aware adversarial training; see the module docstring for the two forms."""
 
     Params = MARTParams
+    attack_loss = "kl"
+
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        super().__init__(cfg)
+        check_start(self, self.params.start)
+
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.params.start == "normal":
+            return craft_normal_start(self, model, x, y)
+        return super().craft(model, x, y)
 
     def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
         if self.params.form == "original":
             return "ce"
         return super().attack_loss_fn(model, x)
-
-    attack_loss = "kl"
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         logits, logits_adv = model(x), model(x_adv)

@@ -1,20 +1,61 @@
-"""TRADES (Zhang et al. 2019): clean cross-entropy plus beta times KL(p(x) || p(x_adv)), x_adv maximising that KL."""
+"""TRADES (Zhang et al. 2019): clean cross-entropy plus beta times KL(p(x) || p(x_adv)), x_adv maximising that KL.
+
+The inner attack starts, by default, from the configured attack's uniform random start (the thesis's pseudo-code,
+U(-eps, eps)); ``start: normal`` uses the official TRADES (and MART) code's start ``x + 0.001 N(0, I)`` instead.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from robustlab.errors import ConfigError
+from robustlab.threat import ThreatModel
+from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 from robustlab.training.objectives.losses import kl_per_sample
+from robustlab.utils.rng import sharded_rand
+
+Start = Literal["uniform", "normal"]
+NORMAL_START_STD = 0.001  # TRADES' and MART's official code: x_adv = x + 0.001 * randn
+
+
+@dataclass(frozen=True)
+class GaussianStartThreat(ThreatModel):
+    """The same ball, but its random start is the official TRADES one, ``x + std * N(0, I)`` (the first attack
+    step projects it into the ball and the box, as the official code's first step does)."""
+
+    std: float = NORMAL_START_STD
+
+    def random_start(self, x: Tensor) -> Tensor:
+        return x + self.std * sharded_rand(x.shape, dtype=x.dtype, device=x.device, normal=True)
+
+
+def check_start(obj: AdversarialObjective, start: Start) -> None:
+    """``start: normal`` replaces the hard-ball attack's start; UDR's soft-ball attack has its own."""
+    if start == "normal" and obj.params.udr is not None:
+        raise ConfigError(f"objective {obj.name!r}: start 'normal' applies to the hard-ball attack only; "
+                          "remove it or the 'udr' option (valid starts: 'uniform', 'normal')")
+
+
+def craft_normal_start(obj: AdversarialObjective, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The configured attack (steps, step size, loss of ``obj``) started from ``x + 0.001 N(0, I)``."""
+    attack = obj.attack(model, loss=obj.attack_loss_fn(model, x), random_start=True)
+    attack.threat = GaussianStartThreat(attack.threat.norm, attack.threat.eps)
+    return attack(x, y)
 
 
 class TRADESParams(AdversarialParams):
-    """``beta`` weighs the robustness (KL) term: 6 on CIFAR-10, 1 in the UDR MNIST setting."""
+    """``beta`` weighs the robustness (KL) term: 6 on CIFAR-10, 1 in the UDR MNIST setting; ``start`` as in the
+    module doc ("uniform", the thesis's, by default; "normal" = official TRADES code)."""
 
     beta: float = Field(default=6.0, ge=0)
+    start: Start = "uniform"
 
 
 @register_objective("trades")
@@ -26,6 +67,15 @@ class TRADES(AdversarialObjective):
 
     Params = TRADESParams
     attack_loss = "kl"
+
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        super().__init__(cfg)
+        check_start(self, self.params.start)
+
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.params.start == "normal":
+            return craft_normal_start(self, model, x, y)
+        return super().craft(model, x, y)
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         logits, logits_adv = model(x), model(x_adv)
