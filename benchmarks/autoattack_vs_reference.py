@@ -1,7 +1,8 @@
 """Our native AutoAttack vs the reference implementation (``pyautoattack``) on the same model and points.
 
 Reports, for one version (default ``standard``): robust accuracy and wall time of each, their ratio, and the
-per-attack cumulative accuracies of ours. Both run in fp32 on the same device (``--device``) with the same batch size, one after the other.
+per-attack cumulative accuracies of ours. Both run in fp32 on the same device (``--device``) with the same batch
+size, one after the other.
 
     .venv/bin/python benchmarks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
         [--which best] [--out benchmarks/results/autoattack_vs_reference.json] [--skip-reference]

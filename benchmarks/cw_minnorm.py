@@ -2,8 +2,9 @@
 
 1. Linear 5-class model on 3x4x4 inputs in [0.4, 0.6] (box inactive): median / max of ||delta_CW||_2 divided by the
    closed-form optimum ``min_j (z_y - z_j) / ||w_y - w_j||_2`` (and the same for DeepFool-L2).
-2. MNIST ``small-cnn`` trained for one standard epoch on the first ``--train`` training images: median CW-L2 and
-   DeepFool-L2 and FAB-L2 (100 steps) norms on the first ``--n`` correctly classified test images (skipped when MNIST is absent). CW runs
+2. MNIST ``small-cnn`` trained for one standard epoch on the first ``--train`` training images: median CW-L2,
+   DeepFool-L2 and FAB-L2 (100 steps) norms on the first ``--n`` correctly classified test images (skipped when
+   MNIST is absent). CW runs
    1000 Adam steps and 5 binary-search steps from c = 0.1 (to fit in ~3 minutes on 2 CPU cores): with fewer steps
    it barely moves saturated pixels (tanh' ~ 1e-6 at 0 and 1) and fails on many images.
 

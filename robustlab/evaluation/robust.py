@@ -58,7 +58,8 @@ def robust_flags(
         start = time.perf_counter()
         todo = robust.nonzero().squeeze(1)
         with Progress(total=len(todo), description=f"{named.name} ({len(todo)} robust)", enabled=show_progress) as bar:
-            for chunk in todo.split(batch_size) if len(todo) else ():  # split() of an empty tensor yields one empty chunk
+            chunks = todo.split(batch_size) if len(todo) else ()  # split() of an empty tensor yields one empty chunk
+            for chunk in chunks:
                 x_adv = named.attack(x[chunk], y[chunk])
                 if not bool(named.threat.contains(x_adv, x[chunk]).all()):
                     raise RuntimeError(f"attack {named.name} left the threat model {named.threat}")

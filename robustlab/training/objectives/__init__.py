@@ -1,6 +1,16 @@
 """Training objectives; importing this package registers them all."""
 
-from robustlab.training.objectives import adr, ascl, mart, pgd_at, standard, trades, udr_methods, wrm  # noqa: F401  (registration side effects)
+# imported for their registration side effects
+from robustlab.training.objectives import (  # noqa: F401
+    adr,
+    ascl,
+    mart,
+    pgd_at,
+    standard,
+    trades,
+    udr_methods,
+    wrm,
+)
 from robustlab.training.objectives.base import (
     Objective,
     create_objective,
