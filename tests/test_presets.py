@@ -1,13 +1,20 @@
-"""Presets: every bundled preset resolves at every scale; overrides and typos behave."""
+"""Presets: every bundled preset (every variant) resolves at both scales and builds its objective, model and
+attacks; table rows carry the published budget and numbers; variants merge in order; typos give clear errors."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
+import torch
 
+from robustlab.analysis.latent import latent_and_logits
 from robustlab.errors import ConfigError, UnknownNameError
+from robustlab.evaluation.protocol import named_attacks
+from robustlab.models import create_model
 from robustlab.presets import deep_merge, list_presets, load_preset, parse_overrides
+from robustlab.training.objectives import create_objective
 
 REQUIRED = {"mnist-pgd-at", "mnist-fast-at", "fashion-mnist-pgd-at", "cifar10-pgd-at", "demo"}
 
@@ -59,3 +66,174 @@ def test_bad_presets_give_specific_errors(tmp_path: Path) -> None:
         load_preset(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_preset(str(tmp_path / "missing.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------- variants, tables
+
+UDR_MNIST = ["pgd-at", "udr-pgd", "trades", "udr-trades", "mart", "udr-mart", "wrm"]
+ADR_MNIST = ["adv", "adr-adv", "trades", "adr-trades", "t1-standard", "t1-none", "t1-lc", "t1-lc-gb", "t1-lc-gb-ca",
+             "s3-g2conv", "s3-g3conv", "s3-g4conv", "s3-g4conv-1fc", "s3-g4conv-2fc",
+             "s4-adv-pgd", "s4-adv-bim", "s4-adv-mim", "s4-adr-pgd", "s4-adr-bim", "s4-adr-mim"]
+MNIST_TABLES = [f"udr-mnist-{v}" for v in UDR_MNIST] + [f"adr-mnist-{v}" for v in ADR_MNIST]
+SWEEP_MNIST = [0.3, 0.325, 0.35, 0.375, 0.4, 0.425]
+
+
+@functools.cache
+def _model(name: str, dataset: str, kwargs: tuple) -> torch.nn.Module:
+    return create_model(name, dataset, **dict(kwargs))
+
+
+def test_table_presets_are_listed() -> None:
+    names = set(list_presets())
+    assert names >= set(MNIST_TABLES) | REQUIRED
+    assert "udr-mnist" not in names and "adr-mnist" not in names  # a variant file is a family, not a preset
+
+
+@pytest.mark.parametrize("scale", ["quick", "paper"])
+def test_every_preset_builds_objective_model_and_attacks(scale: str) -> None:
+    for name in list_presets():
+        if name == "demo" and scale == "paper":  # the demo has one scale
+            continue
+        p = load_preset(name, scale)
+        assert p.name == name and p.train.name == ("demo" if name == "demo" else f"{name}-{scale}")
+        create_objective(p.train.objective)
+        model = _model(p.train.model.name, p.train.data.dataset, tuple(sorted(p.train.model.kwargs.items())))
+        assert len(named_attacks(model, p.eval.attacks)) == len(p.eval.attacks)
+        if name in REQUIRED:
+            continue
+        assert p.description and p.reference and p.published.get("source"), name
+        assert set(p.published) & {"clean", "pgd", "autoattack"}, name
+        sweep = p.published.get("eps_sweep", {})
+        assert set(sweep) <= set(p.eval.eps_sweep), name  # every published sweep point is measured
+
+
+def test_mnist_quick_budget_is_shared() -> None:
+    """Orderings across methods are comparable only if every MNIST table row trains on the same budget."""
+    budgets, protocols = set(), set()
+    for name in MNIST_TABLES:
+        t, e = load_preset(name, "quick").train, load_preset(name, "quick").eval
+        budgets.add((t.epochs, t.batch_size, t.bf16, t.optimizer.name, t.optimizer.lr, t.schedule.name,
+                     t.schedule.final_lr_fraction, t.validation.n, t.validation.attack.steps,
+                     t.validation.attack.step_size))
+        assert t.data.dataset == "mnist" and t.data.train_subset is None
+        assert t.model.name == ("adr-cnn" if name.startswith("adr") else "cw-cnn"), name
+        assert e.n is None and e.large_eps == 0.5, name  # the full test set
+        assert e.autoattack is not None and (e.autoattack.version, e.autoattack.eps, e.autoattack.n) == (
+            "standard", 0.3, 500)
+        if t.objective.name in ("standard", "wrm"):  # no training attack / its own inner ascent
+            continue
+        a = t.objective.attack
+        budgets.add((a.name, a.eps, a.steps, a.step_size, t.objective.eps_warmup_epochs))
+        if "-s3-" not in name and "-s4-" not in name:
+            first = e.attacks[0]
+            protocols.add((first.name, first.steps, first.step_size))
+            assert e.eps_sweep == SWEEP_MNIST and e.eps_sweep_n == 1000, name
+    assert budgets == {(5, 128, True, "adam", 0.001, "cosine", 0.05, 1000, 20, 0.02),
+                       ("pgd", 0.3, 10, 0.05, 1.0)}
+    assert protocols == {("pgd", 40, 0.01)}
+
+
+def test_udr_mnist_paper_budget_and_published_numbers() -> None:
+    p = load_preset("udr-mnist-udr-trades", "paper")
+    a, o = p.train.objective.attack, p.train.objective
+    assert (p.train.epochs, a.steps, a.eps, a.step_size) == (100, 40, 0.3, 0.01)
+    assert (p.train.optimizer.name, p.train.optimizer.lr, p.train.schedule.milestones) == ("sgd", 0.01, [55, 75, 90])
+    assert o.params == {"beta": 1.0, "udr": {"pull_cost": "linf"}} and o.eps_warmup_epochs == 0
+    first = p.eval.attacks[0]
+    assert (first.steps, first.step_size, p.eval.n, p.eval.eps_sweep_n) == (200, 0.01, None, None)
+    assert p.eval.autoattack.n == 1000
+    assert (p.published["clean"], p.published["pgd"], p.published["autoattack"]) == (99.4, 96.9, 92.2)
+    assert p.published["eps_sweep"][0.425] == 88.5
+    assert load_preset("udr-mnist-pgd-at", "paper").train.objective.params == {"natural_weight": 1.0}
+    wrm = load_preset("udr-mnist-wrm", "quick").train.objective
+    assert (wrm.name, wrm.params, wrm.eps_warmup_epochs) == ("wrm", {"gamma": 0.05, "cost": "squared"}, 0.0)
+    assert load_preset("udr-mnist-wrm", "paper").published["autoattack"] == 4.5
+
+
+def test_adr_mnist_rows() -> None:
+    p = load_preset("adr-mnist-t1-lc-gb-ca", "paper")
+    a = p.train.objective.attack
+    assert (p.train.epochs, a.steps, a.step_size, p.train.optimizer.weight_decay) == (100, 20, 0.01, 0.0)
+    assert p.train.objective.params == {"base": "adv", "lambda_lc": 1.0, "lambda_gb": 1.0, "lambda_smt": 1.0,
+                                        "lambda_conf": 1.0}
+    assert (p.eval.attacks[0].eps, p.eval.attacks[0].steps) == (0.325, 40)  # Table 1's attack
+    assert (p.published["clean"], p.published["pgd"]) == (99.36, 94.96)
+    assert load_preset("adr-mnist-t1-none", "quick").train.objective.params == {"natural_weight": 1.0}
+    assert load_preset("adr-mnist-adr-adv", "quick").published["pgd"] == 96.55
+    bim = load_preset("adr-mnist-s4-adv-bim", "paper").eval.attacks
+    assert [(c.name, c.steps, c.random_start) for c in bim] == [("bim", 100, None), ("mt-pgd", 100, False)]
+
+
+def test_adr_latent_layers_exist() -> None:
+    """supp Table 3's split points are real adr-cnn layers (an unknown name fails only at the first step)."""
+    model = _model("adr-cnn", "mnist", ())
+    x = torch.rand(2, 1, 28, 28)
+    widths = []
+    for v in ["s3-g2conv", "s3-g3conv", "s3-g4conv", "s3-g4conv-1fc", "s3-g4conv-2fc"]:
+        layer = load_preset(f"adr-mnist-{v}", "quick").train.objective.params["latent_layer"]
+        z, logits = latent_and_logits(model, x, layer)
+        assert logits.shape == (2, 10)
+        widths.append(z.shape[1])
+    assert widths == [32 * 12 * 12, 32 * 10 * 10, 32 * 4 * 4, 200, 200]
+
+
+VARIANT_FILE = """
+description: base
+train: &t
+  data: {dataset: mnist}
+  model: {name: mlp, kwargs: {hidden: [8]}}
+  objective: {name: pgd-at, attack: {name: pgd, eps: 0.3, steps: 5}}
+eval: {attacks: [{name: pgd, eps: 0.3, steps: 5}]}
+scales:
+  quick: {train: {epochs: 2, objective: {eps_warmup_epochs: 1.0}}}
+  paper: {train: {epochs: 9}}
+published: {source: S, eps_sweep: {0.3: 1.0}}
+variants:
+  a: {}
+  b:
+    name: renamed
+    description: row b
+    train: {objective: {params: {natural_weight: 1.0}, eps_warmup_epochs: 0.0}}
+    scales: {paper: {train: {epochs: 11}}}
+    published: {clean: 5.0, eps_sweep: {0.4: 2.0}}
+"""
+
+
+def test_variant_mechanics(tmp_path: Path) -> None:
+    path = tmp_path / "fam.yaml"
+    path.write_text(VARIANT_FILE)
+    a = load_preset(str(path), "quick", variant="a")
+    assert (a.name, a.description, a.train.epochs, a.train.objective.eps_warmup_epochs) == ("fam-a", "base", 2, 1.0)
+    b = load_preset(str(path), "quick", variant="b")  # by key; the variant's own train beats the file's scale
+    assert (b.name, b.description, b.train.epochs, b.train.objective.eps_warmup_epochs) == ("renamed", "row b", 2, 0)
+    assert b.train.objective.params == {"natural_weight": 1.0} and b.train.objective.attack.steps == 5
+    assert b.published == {"source": "S", "clean": 5.0, "eps_sweep": {0.3: 1.0, 0.4: 2.0}}  # deep-merged
+    assert load_preset(str(path), "paper", variant="renamed").train.epochs == 11
+    assert load_preset(str(path), "paper", variant="a").train.epochs == 9
+    assert a.published == {"source": "S", "eps_sweep": {0.3: 1.0}}  # b's merge did not leak into a
+    with pytest.raises(UnknownNameError, match="choose a variant.*a, b"):
+        load_preset(str(path))
+    with pytest.raises(UnknownNameError, match="unknown variant 'c'.*a, b"):
+        load_preset(str(path), variant="c")
+    with pytest.raises(ConfigError, match="has no variants"):
+        load_preset(str(_plain(tmp_path)), variant="x")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(VARIANT_FILE.replace("  a: {}", "  a: {evaluation: {}}"))
+    with pytest.raises(ConfigError, match=r"variant 'a' has unknown keys \['evaluation'\]"):
+        load_preset(str(bad), variant="a")
+
+
+def _plain(tmp_path: Path) -> Path:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(VARIANT_FILE.split("variants:")[0])
+    return plain
+
+
+def test_bundled_variant_errors() -> None:
+    with pytest.raises(UnknownNameError, match="unknown variant 'udr-foo' of 'udr-mnist'.*udr-mnist-udr-pgd"):
+        load_preset("udr-mnist-udr-foo")
+    with pytest.raises(UnknownNameError, match="preset family.*udr-mnist-pgd-at"):
+        load_preset("udr-mnist")
+    assert load_preset("udr-mnist", variant="mart").name == "udr-mnist-mart"
+    with pytest.raises(UnknownNameError, match="unknown preset 'nope'"):
+        load_preset("nope")

@@ -1,13 +1,19 @@
-"""Presets: one YAML file per (paper, table row), each with a ``quick`` (CPU minutes) and a ``paper`` scale.
+"""Presets: one YAML file per (paper, table row) or per table with ``variants``, each with a ``quick`` (CPU minutes)
+and a ``paper`` scale.
 
 A preset file has ``train`` and ``eval`` sections (a TrainConfig and an EvalConfig), ``scales`` whose entries
-override them, and ``published`` numbers copied from the source with their table reference.
+override them, and ``published`` numbers copied from the source with their table reference. A file may instead
+hold a table's rows as ``variants`` (one file per table, not one per row): each variant may set ``train``, ``eval``,
+``scales`` and ``published`` (deep-merged over the file's) and ``description``, ``reference``, ``notes`` (replacing
+the file's). A variant is named ``<file>-<variant>`` unless it sets ``name``; only the variants are presets then.
+Resolution order at a scale: file train/eval, file ``scales[scale]``, variant train/eval, variant ``scales[scale]``.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,9 @@ from robustlab.evaluation.protocol import EvalConfig
 from robustlab.training.config import TrainConfig, parse_config
 
 SCALES = ("quick", "paper")
-_TOP_KEYS = {"name", "description", "reference", "train", "eval", "scales", "published", "notes"}
+_TOP_KEYS = {"name", "description", "reference", "train", "eval", "scales", "published", "notes", "variants"}
+_VARIANT_KEYS = _TOP_KEYS - {"variants"}
+_MERGED_KEYS = ("train", "eval", "scales", "published")
 
 
 @dataclass
@@ -38,11 +46,6 @@ class Preset:
 
 def _preset_dir() -> Any:
     return resources.files("robustlab.presets")
-
-
-def list_presets() -> list[str]:
-    """Names of the bundled presets."""
-    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -71,41 +74,133 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _read(name_or_path: str) -> tuple[str, dict[str, Any]]:
+def _parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a preset must be a mapping")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level keys {sorted(unknown)}; valid: {sorted(_TOP_KEYS)}")
+    variants = data.get("variants")
+    if variants is not None:
+        if not isinstance(variants, dict) or not variants:
+            raise ConfigError(f"{where}: 'variants' must be a non-empty mapping of variant name -> overrides")
+        for key, body in variants.items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: variant {key!r} must be a mapping (use {{}} for no change)")
+            bad = set(body) - _VARIANT_KEYS
+            if bad:
+                raise ConfigError(f"{where}: variant {key!r} has unknown keys {sorted(bad)}; "
+                                  f"valid: {sorted(_VARIANT_KEYS)}")
+    return data
+
+
+def _expand(data: dict[str, Any], stem: str) -> dict[str, dict[str, Any]]:
+    """Preset name -> its body; a file without variants is one preset. A variant's body keeps the file's
+    sections and its own as two ``layers`` (applied in order: file train/eval, file scale, variant train/eval,
+    variant scale), so a variant overrides the file at every scale; its ``published`` is deep-merged too."""
+    base_name = str(data.get("name", stem))
+    base_layer = {k: data.get(k) or {} for k in ("train", "eval", "scales")}
+    variants = data.get("variants")
+    common = {k: v for k, v in data.items() if k not in ("variants", "name", "train", "eval", "scales")}
+    if variants is None:
+        return {base_name: {**common, "layers": [base_layer]}}
+    out: dict[str, dict[str, Any]] = {}
+    for key, body in variants.items():
+        merged = dict(common)
+        for k in ("description", "reference", "notes"):
+            if k in body:
+                merged[k] = body[k]
+        merged["published"] = deep_merge(common.get("published") or {}, body.get("published") or {})
+        merged["layers"] = [base_layer, {k: body.get(k) or {} for k in ("train", "eval", "scales")}]
+        name = str(body.get("name", f"{base_name}-{key}"))
+        if name in out:
+            raise ConfigError(f"{stem}: two variants are named {name!r}")
+        out[name] = merged
+    return out
+
+
+@lru_cache(maxsize=1)
+def _bundled() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """(preset name -> body, file stem -> its variant preset names) for every bundled YAML file."""
+    index: dict[str, dict[str, Any]] = {}
+    families: dict[str, list[str]] = {}
+    for res in sorted(_preset_dir().iterdir(), key=lambda r: r.name):
+        if not res.name.endswith(".yaml"):
+            continue
+        stem = res.name[: -len(".yaml")]
+        data = _parse(res.read_text(), res.name)
+        expanded = _expand(data, stem)
+        for name in expanded:
+            if name in index:
+                raise ConfigError(f"preset name {name!r} is defined twice (second time in {res.name})")
+        index.update(expanded)
+        if data.get("variants") is not None:
+            families[str(data.get("name", stem))] = list(expanded)
+    return index, families
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets, every variant included."""
+    return sorted(_bundled()[0])
+
+
+def _unknown(name: str) -> UnknownNameError:
+    _, families = _bundled()
+    if name in families:
+        return UnknownNameError(f"{name!r} is a preset family; choose one of its variants: "
+                                f"{', '.join(families[name])}")
+    for family, members in sorted(families.items(), key=lambda kv: -len(kv[0])):
+        if name.startswith(family + "-"):
+            return UnknownNameError(f"unknown variant {name[len(family) + 1:]!r} of {family!r}; valid presets: "
+                                    f"{', '.join(members)}")
+    return UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(list_presets())}")
+
+
+def _read(name_or_path: str, variant: str | None) -> tuple[str, dict[str, Any]]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
-        default_name = path.stem
-    else:
-        res = _preset_dir() / f"{name_or_path}.yaml"
-        if not res.is_file():
-            raise UnknownNameError(f"unknown preset {name_or_path!r}; valid presets: {', '.join(list_presets())}")
-        text = res.read_text()
-        default_name = name_or_path
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{name_or_path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name_or_path}: a preset must be a mapping")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(f"{name_or_path}: unknown top-level keys {sorted(unknown)}; valid: {sorted(_TOP_KEYS)}")
-    return data.get("name", default_name), data
+        data = _parse(path.read_text(), name_or_path)
+        presets = _expand(data, path.stem)
+        if data.get("variants") is None:
+            if variant is not None:
+                raise ConfigError(f"{name_or_path} has no variants; drop variant={variant!r}")
+            return next(iter(presets.items()))
+        base_name = str(data.get("name", path.stem))
+        keys = {k: str(b.get("name", f"{base_name}-{k}")) for k, b in data["variants"].items()}
+        choice = keys.get(variant or "", variant)
+        if choice not in presets:
+            raise UnknownNameError(f"{name_or_path}: choose a variant (valid: {', '.join(keys)})" if variant is None
+                                   else f"{name_or_path}: unknown variant {variant!r}; valid: {', '.join(keys)}")
+        return choice, presets[choice]
+    index, _ = _bundled()
+    name = name_or_path if variant is None else f"{name_or_path}-{variant}"
+    if name not in index:
+        raise _unknown(name)
+    return name, index[name]
 
 
-def load_preset(name_or_path: str, scale: str = "quick", overrides: dict[str, Any] | None = None) -> Preset:
-    """Resolve a preset (bundled name or YAML path) at ``scale`` with optional nested ``overrides``."""
-    name, data = _read(name_or_path)
-    scales = data.get("scales", {}) or {}
+def load_preset(
+    name_or_path: str, scale: str = "quick", overrides: dict[str, Any] | None = None, variant: str | None = None
+) -> Preset:
+    """Resolve a preset (bundled name, e.g. ``udr-mnist-trades``, or YAML path; ``variant`` picks a row of a
+    file with variants) at ``scale`` with optional nested ``overrides``."""
+    name, data = _read(name_or_path, variant)
+    layers = data["layers"]
+    scales = {s for layer in layers for s in layer["scales"]}
     if scale not in scales and scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; this preset has: {', '.join(scales) or 'none'}")
+        raise ConfigError(f"unknown scale {scale!r}; this preset has: {', '.join(sorted(scales)) or 'none'}")
     if scale not in scales and scales:
-        raise ConfigError(f"preset {name} has no {scale!r} scale; it has: {', '.join(scales)}")
-    merged = {"train": data.get("train", {}), "eval": data.get("eval", {})}
-    merged = deep_merge(merged, scales.get(scale, {}) or {})
+        raise ConfigError(f"preset {name} has no {scale!r} scale; it has: {', '.join(sorted(scales))}")
+    merged: dict[str, Any] = {"train": {}, "eval": {}}
+    for layer in layers:
+        merged = deep_merge(merged, {"train": layer["train"], "eval": layer["eval"]})
+        merged = deep_merge(merged, layer["scales"].get(scale) or {})
     merged = deep_merge(merged, overrides or {})
     unknown = set(merged) - {"train", "eval"}
     if unknown:
@@ -114,5 +209,6 @@ def load_preset(name_or_path: str, scale: str = "quick", overrides: dict[str, An
     return Preset(
         name=name, scale=scale, train=parse_config(merged["train"], TrainConfig, "train"),
         eval=parse_config(merged["eval"], EvalConfig, "eval"), description=data.get("description", ""),
-        reference=data.get("reference", ""), published=data.get("published", {}) or {}, notes=data.get("notes", ""),
+        reference=data.get("reference", ""), published=copy.deepcopy(data.get("published", {}) or {}),
+        notes=data.get("notes", ""),
     )
