@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from robustlab.attacks.spec import build_attack
@@ -34,7 +35,8 @@ class AutoAttackConfig(Strict):
 
 class EvalConfig(Strict):
     """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on; optionally
-    AutoAttack on the first ``autoattack.n`` of the same points."""
+    AutoAttack on the first ``autoattack.n`` of the same points, and an eps sweep: the first attack re-run
+    alone at each ``eps_sweep`` radius on the first ``eps_sweep_n`` points (all points when None)."""
 
     split: Literal["test", "val"] = "test"
     n: int | None = Field(default=None, ge=1)
@@ -44,6 +46,18 @@ class EvalConfig(Strict):
     autoattack: AutoAttackConfig | None = None
     large_eps: float | None = Field(default=None, gt=0)
     grad_check_n: int = Field(default=200, ge=0)
+    eps_sweep: list[float] = Field(default_factory=list)
+    eps_sweep_n: int | None = Field(default=None, ge=1)
+
+    @field_validator("eps_sweep")
+    @classmethod
+    def _positive_distinct(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"every eps_sweep radius must be a finite number > 0, got {bad}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"eps_sweep radii must be distinct, got {values}")
+        return values
 
     @model_validator(mode="after")
     def _something_to_run(self) -> EvalConfig:
@@ -57,6 +71,16 @@ def attack_label(cfg: AttackConfig) -> str:
     steps = f"-{cfg.steps}" if cfg.steps else ""
     restarts = f"x{cfg.restarts}" if cfg.restarts and cfg.restarts > 1 else ""
     return f"{cfg.name}{steps}{restarts} {cfg.norm} eps={cfg.eps:.4g}"
+
+
+def first_attack_config(cfg: EvalConfig) -> AttackConfig:
+    """The protocol's first attack; PGD-50 at AutoAttack's threat model for an AutoAttack-only protocol.
+
+    The large-eps sanity check and the eps sweep re-run this attack at other radii."""
+    if cfg.attacks:
+        return cfg.attacks[0]
+    assert cfg.autoattack is not None
+    return AttackConfig(name="pgd", norm=cfg.autoattack.norm, eps=cfg.autoattack.eps, steps=50)
 
 
 def named_attacks(model: nn.Module, cfgs: list[AttackConfig]) -> list[NamedAttack]:
@@ -102,8 +126,7 @@ def run_protocol(
         timings.update(aa_timings)
     large_eps_accuracy = None
     if cfg.large_eps is not None:
-        first_attack = cfg.attacks[0] if cfg.attacks else AttackConfig(
-            name="pgd", norm=cfg.autoattack.norm, eps=cfg.autoattack.eps, steps=50)  # type: ignore[union-attr]
+        first_attack = first_attack_config(cfg)
         big = first_attack.model_copy(update={"eps": min(cfg.large_eps, 1.0) if first_attack.norm == "linf"
                                               else cfg.large_eps})
         torch.manual_seed(derive_seed(cfg.seed, "large-eps"))
@@ -122,6 +145,12 @@ def run_protocol(
                                           "attacks did not: gradients are likely masked")
     elif large_eps_accuracy is not None:
         sanity.update(large_eps_collapse(large_eps_accuracy))
+    sweep = None
+    if cfg.eps_sweep:
+        from robustlab.evaluation.sweep import run_eps_sweep
+
+        sweep = run_eps_sweep(model, x, y, cfg, show_progress=show_progress)
+        timings.update({f"eps-sweep eps={key}": t for key, t in sweep.timings.items()})
     robust = {name: accuracy_of(mask) for name, mask in flags.items()}
     worst_mask = clean.clone()
     for mask in flags.values():
@@ -139,6 +168,8 @@ def run_protocol(
         threat=ThreatModel(first.norm, first.eps).to_dict(), protocol=protocol,
         clean_accuracy=accuracy_of(clean), robust_accuracy=robust, worst_case_accuracy=worst, worst_case_n=worst_n,
         per_sample=per_sample, seed=cfg.seed, timings=timings, sanity=sanity, model=model_info or {},
+        eps_sweep=sweep.accuracy if sweep else {}, eps_sweep_n=sweep.n if sweep else None,
+        eps_sweep_attack=sweep.attack if sweep else None,
     )
 
 

@@ -31,7 +31,9 @@ class EvaluationResult:
     failed on, the AutoAttack convention). AutoAttack entries (``autoattack-...: attack``) are cumulative within
     AutoAttack, which runs standalone as in the reference, possibly on only the first points.
     ``worst_case_accuracy`` is the pointwise worst case over every attack, on the first ``worst_case_n`` points
-    (all of which every attack ran on).
+    (all of which every attack ran on). ``eps_sweep`` maps each swept radius (``repr(float(eps))``) to the
+    accuracy of the protocol's first attack run alone at that radius on the first ``eps_sweep_n`` points
+    (empty when no sweep ran; results written before the sweep existed load with the defaults).
     """
 
     dataset: str
@@ -51,6 +53,9 @@ class EvaluationResult:
     model: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
     created_at: float = field(default_factory=time.time)
+    eps_sweep: dict[str, float] = field(default_factory=dict)
+    eps_sweep_n: int | None = None
+    eps_sweep_attack: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
