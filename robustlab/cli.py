@@ -26,6 +26,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, c
 SetOpt = Annotated[
     list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
 ]
+VariantOpt = Annotated[str | None, typer.Option(help="Row of a YAML file with variants (bundled rows are named "
+                                                     "<file>-<variant>, see `robustlab presets`).")]
 
 
 def main() -> None:
@@ -65,10 +67,16 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     if "zero_grad_fraction" in result.sanity:
         zero, bad = result.sanity["zero_grad_fraction"], result.sanity["nonfinite_grad_fraction"]
         table.add_row("sanity: zero / non-finite input gradients", f"{100 * zero:.1f}% / {100 * bad:.1f}%")
+    for key, acc in getattr(result, "eps_sweep", {}).items():
+        table.add_row(f"eps sweep: first attack alone at eps={key} (first {result.eps_sweep_n} points)",
+                      f"{100 * acc:.2f}%")
     for warning in result.sanity.get("warnings", []):
         table.add_row("[red]sanity warning[/red]", warning)
     for key, value in (published or {}).items():
-        if key != "source":
+        if key == "eps_sweep" and isinstance(value, dict):
+            for eps, v in value.items():
+                table.add_row(f"published: eps sweep at eps={eps}", f"{v}%")
+        elif key != "source":
             table.add_row(f"published: {key}", f"{value}%")
     table.caption = f"{result.n} {result.dataset} {result.split} images; threat {result.threat}"
     return table
@@ -81,6 +89,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     name: Annotated[str | None, typer.Option(help="Run name (folder under --runs-dir).")] = None,
+    variant: VariantOpt = None,
     runs_dir: RunsDir = Path("runs"),
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint and start over.")] = False,
     evaluate_after: Annotated[
@@ -92,7 +101,7 @@ def train(
     from robustlab.presets import load_preset
     from robustlab.training.trainer import Trainer
 
-    p = load_preset(preset, scale, _overrides(set_, epochs))
+    p = load_preset(preset, scale, _overrides(set_, epochs), variant=variant)
     if name:
         p.train.name = name
     run_dir = runs_dir / p.train.name
@@ -133,7 +142,22 @@ def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, publishe
     result.save(out)
     console.print(_result_table(f"{run} ({which})", result, published))
     console.print(f"result written to {out}")
-    return result
+    if result.eps_sweep:
+        _plot_sweep(result, out_dir / "robust_accuracy_vs_eps.png", published, str(run))
+    return result, out
+
+
+def _plot_sweep(result: Any, path: Path, published: dict | None, title: str) -> None:
+    from robustlab.analysis.plots import plot_robust_accuracy_vs_eps
+    from robustlab.errors import InputError
+
+    pub = (published or {}).get("eps_sweep") or None
+    try:
+        plot_robust_accuracy_vs_eps(result.eps_sweep, path, published=pub, title=title)
+    except InputError as exc:  # a malformed published sweep must not cost the measured plot
+        err_console.print(f"[yellow]warning:[/yellow] published eps_sweep not plotted: {exc}")
+        plot_robust_accuracy_vs_eps(result.eps_sweep, path, title=title)
+    console.print(f"robust accuracy vs eps plotted to {path}")
 
 
 @app.command()
@@ -257,6 +281,51 @@ def attack(
 
 
 @app.command()
+def reproduce(
+    preset: Annotated[str, typer.Argument(help="Preset name (see `robustlab presets`) or a YAML file.")],
+    scale: Annotated[str, typer.Option(help="quick (CPU minutes) or paper (published budget).")] = "quick",
+    device: DeviceOpt = "auto",
+    runs_dir: RunsDir = Path("runs"),
+    set_: SetOpt = None,  # type: ignore[assignment]
+    variant: VariantOpt = None,
+    reevaluate: Annotated[bool, typer.Option(help="Evaluate again even if a matching evaluation exists.")] = False,
+    latent_plot: Annotated[bool, typer.Option(
+        help="Also plot latent PCA for a model with encode() (always done for adr and ascl).")] = False,
+    latent_n: Annotated[int, typer.Option(min=1, help="Test points in the latent plot.")] = 1000,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a preset (resuming), evaluate it with its protocol, write reproduce.json/.md: measured vs published."""
+    from robustlab.presets import load_preset
+    from robustlab.reproduce import reproduce_run
+
+    p = load_preset(preset, scale, _overrides(set_, None), variant=variant)
+    p.train = p.train.model_copy(update={"device": device})
+    run_dir = runs_dir / p.train.name
+    _write_eval_config(run_dir, p)
+    report = reproduce_run(
+        p, run_dir, evaluate=lambda: _evaluate_run(run_dir, p.eval, "best", progress, p.published, device),
+        device=device, progress=progress, reevaluate=reevaluate, latent_plot=latent_plot, latent_n=latent_n,
+        log=console.print)
+    console.print(_comparison_table(report))
+    console.print(f"report written to {run_dir / 'reproduce.json'} and {run_dir / 'reproduce.md'}")
+
+
+def _comparison_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"{report['preset']} ({report['scale']}): measured vs published (accuracy, %)")
+    for col, justify in (("metric", "left"), ("measured", "right"), ("published", "right"), ("note", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in report["rows"]:
+        measured = "[dim]not measured[/dim]" if row["measured"] is None else f"{row['measured']:.2f}"
+        pub = "" if row["published"] is None else f"[cyan]{row['published']}[/cyan] (published)"
+        table.add_row(row["metric"], measured, pub, row["note"])
+    wt, mach = report["wall_times"], report["machine"]
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in wt.items() if k.endswith("_s") and isinstance(v, (int, float)))
+    table.caption = (f"published: {report['published'].get('source', 'no source given')}\n"
+                     f"{mach['device_name']}, torch {mach['torch']}, {mach['threads']} threads; {times}")
+    return table
+
+
+@app.command()
 def data() -> None:
     """Show which datasets are available and from which source (and how to get the missing ones)."""
     from robustlab.data import describe_sources
@@ -298,7 +367,7 @@ def demo(
     _write_eval_config(run_dir, p)
     Trainer(p.train, run_dir, show_progress=progress).fit()
     t_train = time.perf_counter() - t0
-    result = _evaluate_run(run_dir, p.eval, "best", progress)
+    result, _ = _evaluate_run(run_dir, p.eval, "best", progress)
     total = time.perf_counter() - t0
     pgd_acc = next(iter(result.robust_accuracy.values()))
     checks = {

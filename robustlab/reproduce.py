@@ -1,0 +1,391 @@
+"""Reproduce a preset: train it (resuming), evaluate it with its protocol, and report measured next to published.
+
+The report (``reproduce.json`` and ``reproduce.md`` in the run folder) has one row per metric; a measured value
+comes only from the evaluation result, a published value only from the preset's ``published`` block, and a
+metric with no measurement says so (``null`` / "not measured") rather than borrowing a number. Numbers are in
+percent, as papers and presets write them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustlab.evaluation.protocol import EvalConfig, attack_label, first_attack_config
+from robustlab.evaluation.result import EvaluationResult
+from robustlab.evaluation.sweep import eps_key
+from robustlab.threat import ThreatModel
+from robustlab.training.config import AttackConfig, TrainConfig
+from robustlab.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+# Published keys compared with a protocol attack of this registry name (``pgd`` is the first attack otherwise).
+PUBLISHED_ATTACKS = {"bb": "bb", "bim": "bim", "mim": "mim", "multi-target": "mt-pgd"}
+LATENT_OBJECTIVES = ("adr", "ascl")
+REPORT_JSON, REPORT_MD = "reproduce.json", "reproduce.md"
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(100 * value, 2)
+
+
+# ------------------------------------------------------------------------------------------------ run state
+def training_complete(run_dir: Path, cfg: TrainConfig) -> bool:
+    """True when ``run_dir``'s last checkpoint was written by this config (same hash) at ``cfg.epochs`` or later."""
+    from robustlab.training.trainer import config_hash
+
+    last = run_dir / "checkpoints" / "last.json"
+    if not (last.exists() and (run_dir / "checkpoints" / "best.safetensors").exists()):
+        return False
+    state = json.loads(last.read_text())
+    return state.get("config_hash") == config_hash(cfg) and int(state.get("epoch", 0)) >= cfg.epochs
+
+
+def expected_protocol(cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The ``protocol`` list an evaluation under ``cfg`` writes into its result (after a JSON round trip)."""
+    out: list[dict[str, Any]] = []
+    for a in cfg.attacks:
+        settings = a.model_dump(exclude_none=True, exclude={"norm", "eps"})
+        out.append({"name": attack_label(a), "threat": ThreatModel(a.norm, a.eps).to_dict(), **settings})
+    if cfg.autoattack is not None:
+        out.append({"name": f"autoattack-{cfg.autoattack.version}", **cfg.autoattack.model_dump(exclude_none=True)})
+    return json.loads(json.dumps(out))
+
+
+def result_matches(result: EvaluationResult, cfg: EvalConfig, split_size: int) -> bool:
+    """Whether ``result`` was produced by protocol ``cfg`` (attacks, split, seed, n, sweep, large-eps check) on a
+    split of ``split_size`` points."""
+    if result.protocol != expected_protocol(cfg) or result.split != cfg.split or result.seed != cfg.seed:
+        return False
+    if result.n != (split_size if cfg.n is None else min(cfg.n, split_size)):
+        return False
+    if list(result.eps_sweep) != [eps_key(e) for e in cfg.eps_sweep]:
+        return False
+    if cfg.eps_sweep and result.eps_sweep_n != min(cfg.eps_sweep_n or result.n, result.n):
+        return False
+    return (cfg.large_eps is None) == ("large_eps" not in result.sanity)
+
+
+def latest_matching_eval(run_dir: Path, cfg: EvalConfig) -> tuple[Path, EvaluationResult] | None:
+    """The newest ``eval/best-*.json`` of ``run_dir`` made by protocol ``cfg`` after the best checkpoint was last
+    written, or None (an older checkpoint, another protocol or ``evaluate --eps`` results are never re-used)."""
+    from robustlab.data import load_dataset
+
+    best = run_dir / "checkpoints" / "best.safetensors"
+    if not best.exists():
+        return None
+    sizes: dict[str, int] = {}
+    for path in sorted((run_dir / "eval").glob("best-*.json"), reverse=True):  # names sort by time
+        try:
+            result = EvaluationResult.load(path)
+        except (ValueError, TypeError, OSError):
+            continue
+        if result.created_at < best.stat().st_mtime:
+            continue
+        if result.dataset not in sizes:
+            sizes[result.dataset] = len(load_dataset(result.dataset, cfg.split))
+        if result_matches(result, cfg, sizes[result.dataset]):
+            return path, result
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ comparison
+def _published_number(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str)) or value is None else json.dumps(value)
+
+
+def _published_sweep(published: dict[str, Any]) -> dict[float, Any]:
+    raw = published.get("eps_sweep") or {}
+    out: dict[float, Any] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            try:
+                out[float(key)] = value
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def measured_summary(result: EvaluationResult, n_attacks: int) -> dict[str, Any]:
+    """The measured numbers (percent) of ``result``: clean, each protocol attack, worst case, AutoAttack, sweep."""
+    items = list(result.robust_accuracy.items())
+    attacks, aa = items[:n_attacks], items[n_attacks:]
+    aa_n = None
+    if aa:
+        aa_n = next((int(p["n"]) for p in result.protocol if str(p.get("name", "")).startswith("autoattack")
+                     and "n" in p), None)
+        aa_n = min(aa_n, result.n) if aa_n else result.n
+    return {
+        "clean": _pct(result.clean_accuracy), "n": result.n,
+        "attacks": {label: _pct(acc) for label, acc in attacks},
+        "worst_case": _pct(result.worst_case_accuracy), "worst_case_n": result.worst_case_n,
+        "autoattack": _pct(aa[-1][1]) if aa else None, "autoattack_n": aa_n,
+        "eps_sweep": {k: _pct(v) for k, v in result.eps_sweep.items()}, "eps_sweep_n": result.eps_sweep_n,
+    }
+
+
+def comparison_rows(result: EvaluationResult, cfg: EvalConfig, published: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows ``{metric, measured, published, note}`` pairing each measured number with its published counterpart.
+
+    ``bb``/``bim``/``mim``/``multi-target`` are compared with a protocol attack of that registry name (cumulative
+    when it is not first, so at most its standalone accuracy), ``pgd`` with the first attack (run on every
+    clean-correct point) unless the first attack's own key claimed it, ``autoattack`` with AutoAttack's final
+    robust accuracy, ``eps_sweep`` entry by entry; any other published key is listed with no measured value.
+    """
+    pub = {k: v for k, v in published.items() if k != "source"}
+    used: set[str] = set()
+    m = measured_summary(result, len(cfg.attacks))
+
+    def take(key: str) -> Any:
+        if key in pub:
+            used.add(key)
+            return _published_number(pub[key])
+        return None
+
+    rows = [{"metric": "clean", "measured": m["clean"], "published": take("clean"), "note": f"{result.n} points"}]
+    by_registry = {v: k for k, v in PUBLISHED_ATTACKS.items()}
+    for i, (label, acc) in enumerate(m["attacks"].items()):
+        key = by_registry.get(cfg.attacks[i].name)
+        if i == 0 and key not in pub:
+            key = "pgd"
+        if key in used:
+            key = None
+        note = "alone (every clean-correct point)" if i == 0 else "cumulative: only points earlier attacks missed"
+        rows.append({"metric": label, "measured": acc, "published": take(key) if key else None, "note": note})
+    if len(result.robust_accuracy) > 1:
+        rows.append({"metric": "worst case over all attacks", "measured": m["worst_case"], "published": None,
+                     "note": f"pointwise, first {result.worst_case_n} points"})
+    if cfg.autoattack is not None:
+        rows.append({"metric": f"AutoAttack-{cfg.autoattack.version}", "measured": m["autoattack"],
+                     "published": take("autoattack"), "note": f"first {m['autoattack_n']} points"})
+    pub_sweep = _published_sweep(published)
+    matched: set[float] = set()
+    for key, acc in m["eps_sweep"].items():
+        eps = float(key)
+        hit = next((e for e in pub_sweep if math.isclose(e, eps, rel_tol=1e-6, abs_tol=1e-12)), None)
+        if hit is not None:
+            matched.add(hit)
+        rows.append({"metric": f"eps={key}", "measured": acc, "published": pub_sweep.get(hit) if hit is not None
+                     else None, "note": f"first attack alone, first {m['eps_sweep_n']} points"})
+    for eps, value in sorted(pub_sweep.items()):
+        if eps not in matched:
+            rows.append({"metric": f"eps={eps!r}", "measured": None, "published": _published_number(value),
+                         "note": "not in this protocol's eps sweep"})
+    if "eps_sweep" in pub:
+        used.add("eps_sweep")
+    for key, value in pub.items():
+        if key not in used:
+            why = ("not run by this protocol" if key in ("pgd", "autoattack", *PUBLISHED_ATTACKS)
+                   else "no measured counterpart")
+            rows.append({"metric": key, "measured": None, "published": _published_number(value), "note": why})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ context
+def machine_info(device: str | torch.device = "auto") -> dict[str, Any]:
+    """Where the numbers were measured: device and its name, torch version, threads, CPUs, OS."""
+    from robustlab.utils.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} logical cores)"
+    return {"device": str(dev), "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def budget_info(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """The training budget actually used: epochs, steps, data, model, objective and its training attack."""
+    last = run_dir / "checkpoints" / "last.json"
+    done = json.loads(last.read_text()).get("epoch") if last.exists() else None
+    best = run_dir / "checkpoints" / "best.json"
+    return {
+        "epochs": cfg.epochs, "completed_epochs": done, "batch_size": cfg.batch_size,
+        "max_steps_per_epoch": cfg.max_steps_per_epoch, "train_subset": cfg.data.train_subset,
+        "dataset": cfg.data.dataset, "model": cfg.model.name, "objective": cfg.objective.name,
+        "objective_params": cfg.objective.params,
+        "training_attack": cfg.objective.attack.model_dump(exclude_none=True) if cfg.objective.attack else None,
+        "eps_warmup_epochs": cfg.objective.eps_warmup_epochs, "optimizer": cfg.optimizer.model_dump(mode="json"),
+        "schedule": cfg.schedule.name, "bf16": cfg.bf16,
+        "best_checkpoint": json.loads(best.read_text()) if best.exists() else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def write_training_curves(run_dir: Path) -> Path | None:
+    """``training_curves.png`` from ``metrics.jsonl`` (None when there are no epoch rows yet)."""
+    from robustlab.analysis.plots import plot_training_curves
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    return plot_training_curves(rows, run_dir / "training_curves.png", title=run_dir.name)
+
+
+def latent_attack_config(cfg: EvalConfig) -> AttackConfig:
+    """PGD-20 at the protocol's first threat model (step 2.5 eps / 20): enough to move latents, cheap on 1000."""
+    first = first_attack_config(cfg)
+    return AttackConfig(name="pgd", norm=first.norm, eps=first.eps, steps=20, step_size=2.5 * first.eps / 20)
+
+
+def write_latent_plot(
+    run_dir: Path, train_cfg: TrainConfig, eval_cfg: EvalConfig, *, device: str = "auto", n: int = 1000,
+    batch_size: int = 250,
+) -> Path:
+    """``latent_pca.png``: PCA of the best checkpoint's clean latents on the first ``n`` test points, coloured by
+    class, with the PGD latents (:func:`latent_attack_config`) projected on the same basis. The latent is the
+    objective's ``latent_layer`` when it names one, else the model's ``encode`` output."""
+    from robustlab.analysis.latent import check_latent_layer, collect_latents, plot_latent_pca
+    from robustlab.attacks.spec import build_attack
+    from robustlab.data import load_dataset
+    from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.device import model_device
+    from robustlab.utils.rng import derive_seed
+
+    model, meta = load_trained_model(run_dir, "best", device)
+    layer = train_cfg.objective.params.get("latent_layer") if train_cfg.objective.name in LATENT_OBJECTIVES else None
+    check_latent_layer(model, layer)
+    data = load_dataset(meta["dataset"], "test")
+    k = min(n, len(data))
+    dev = model_device(model)
+    x, y = data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
+    acfg = latent_attack_config(eval_cfg)
+    attack = build_attack(acfg, model)
+    torch.manual_seed(derive_seed(eval_cfg.seed, "latent-plot"))
+    x_adv = torch.cat([attack(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, k, batch_size)])
+    z, _ = collect_latents(model, x, layer, batch_size=batch_size)
+    z_adv, _ = collect_latents(model, x_adv, layer, batch_size=batch_size)
+    title = f"{run_dir.name}: {k} test points, PGD-20 {acfg.norm} eps={acfg.eps:.4g} (black)"
+    return plot_latent_pca(z.cpu(), y.cpu(), run_dir / "latent_pca.png", z_adv=z_adv.cpu(), title=title)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``reproduce.md``: the comparison table (measured and published columns kept apart) and the context."""
+    pub = report["published"]
+    lines = [f"# Reproduction: {report['preset']} ({report['scale']} scale)", ""]
+    if report.get("description"):
+        lines += [report["description"], ""]
+    lines += [f"Published numbers: {pub.get('source', 'no source given')}. Measured numbers come from "
+              f"`{report['evaluation']['file']}`; a dash means no value (never filled in). Accuracy in percent.", "",
+              "| metric | measured | published | note |", "|---|---:|---:|---|"]
+    for row in report["rows"]:
+        lines.append(f"| {row['metric']} | {_cell(row['measured'])} | {_cell(row['published'])} | {row['note']} |")
+    b, mach, wt = report["budget"], report["machine"], report["wall_times"]
+    attack = b["training_attack"]
+    attack_text = "none" if attack is None else ", ".join(f"{k}={v}" for k, v in attack.items())
+    lines += ["", "## Budget", "",
+              f"- scale `{report['scale']}`: {b['epochs']} epochs (completed {b['completed_epochs']}), batch "
+              f"{b['batch_size']}, max steps/epoch {b['max_steps_per_epoch']}, train subset {b['train_subset']}",
+              f"- {b['model']} on {b['dataset']}, objective `{b['objective']}` {json.dumps(b['objective_params'])}",
+              f"- training attack: {attack_text}",
+              "", "## Protocol", "", "```json", json.dumps(report["protocol"], indent=2), "```",
+              "", "## Machine and wall times", "",
+              f"- {mach['device_name']} ({mach['device']}), torch {mach['torch']}, {mach['threads']} threads",
+              "- " + ", ".join(f"{k} {v:.1f}s" if isinstance(v, float) else f"{k} {v}" for k, v in wt.items())]
+    if report.get("sanity_warnings"):
+        lines += ["", "## Sanity warnings", "", *[f"- {w}" for w in report["sanity_warnings"]]]
+    if report.get("plots"):
+        lines += ["", "## Plots", "", *[f"- ![{p}]({p})" for p in report["plots"]]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``reproduce.json`` and ``reproduce.md`` into ``run_dir`` atomically."""
+    atomic_write_json(run_dir / REPORT_JSON, report)
+    atomic_write_text(run_dir / REPORT_MD, render_markdown(report))
+    return run_dir / REPORT_JSON, run_dir / REPORT_MD
+
+
+def reproduce_run(
+    preset: Any,
+    run_dir: Path,
+    *,
+    evaluate: Callable[[], tuple[EvaluationResult, Path]],
+    device: str = "auto",
+    progress: bool = True,
+    reevaluate: bool = False,
+    latent_plot: bool = False,
+    latent_n: int = 1000,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``preset`` in ``run_dir`` unless already complete (resuming otherwise), evaluate it with ``evaluate``
+    unless a matching evaluation exists (or ``reevaluate``), write the plots and the report; return the report."""
+    from robustlab.analysis.plots import plot_robust_accuracy_vs_eps
+    from robustlab.training.trainer import Trainer
+
+    t0 = time.perf_counter()
+    wall: dict[str, Any] = {}
+    previous = json.loads((run_dir / REPORT_JSON).read_text()) if (run_dir / REPORT_JSON).exists() else {}
+    trained_now = not training_complete(run_dir, preset.train)
+    if trained_now:
+        summary = Trainer(preset.train, run_dir, show_progress=progress).fit()
+        wall["train_s"] = summary.seconds
+    else:
+        log(f"{run_dir} is already trained to {preset.train.epochs} epochs; not training")
+        old = previous.get("wall_times", {})
+        if "train_s" in old:
+            wall["train_s"] = old["train_s"]
+            wall["train_s_from"] = "an earlier reproduce call"
+    wall["trained_now"] = trained_now
+    t1 = time.perf_counter()
+    found = None if (reevaluate or trained_now) else latest_matching_eval(run_dir, preset.eval)
+    if found is None:
+        result, eval_path = evaluate()
+        wall["evaluate_s"] = time.perf_counter() - t1
+    else:
+        eval_path, result = found
+        log(f"re-using the evaluation {eval_path} (pass --reevaluate to run it again)")
+        wall["evaluate_s"] = result.timings.get("total")
+        wall["evaluate_s_from"] = "the re-used evaluation (protocol attacks only)"
+    wall["evaluation_reused"] = found is not None
+    t2 = time.perf_counter()
+    plots: list[str] = []
+    if result.eps_sweep:
+        sweep_png = eval_path.parent / "robust_accuracy_vs_eps.png"
+        if found is not None or not sweep_png.exists():
+            plot_robust_accuracy_vs_eps(result.eps_sweep, sweep_png, published=_published_sweep(preset.published)
+                                        or None, title=f"{preset.name} ({preset.scale})")
+        plots.append(str(sweep_png.relative_to(run_dir)))
+    if write_training_curves(run_dir) is not None:
+        plots.append("training_curves.png")
+    if latent_plot or preset.train.objective.name in LATENT_OBJECTIVES:
+        latent_png = run_dir / "latent_pca.png"
+        best = run_dir / "checkpoints" / "best.safetensors"
+        if reevaluate or trained_now or not latent_png.exists() or latent_png.stat().st_mtime < best.stat().st_mtime:
+            write_latent_plot(run_dir, preset.train, preset.eval, device=device, n=latent_n)
+        plots.append("latent_pca.png")
+    wall["plots_s"] = time.perf_counter() - t2
+    wall["total_s"] = time.perf_counter() - t0
+    report = {
+        "preset": preset.name, "scale": preset.scale, "description": preset.description,
+        "reference": preset.reference, "run_dir": str(run_dir), "units": "percent",
+        "rows": comparison_rows(result, preset.eval, preset.published),
+        "measured": measured_summary(result, len(preset.eval.attacks)),
+        "published": preset.published,
+        "protocol": preset.eval.model_dump(mode="json", exclude_none=True),
+        "budget": budget_info(preset.train, run_dir),
+        "machine": machine_info(device),
+        "versions": result.versions,
+        "wall_times": wall,
+        "evaluation": {"file": str(eval_path), "reused": found is not None},
+        "sanity_warnings": list(result.sanity.get("warnings", [])),
+        "plots": plots,
+        "created_at": time.time(),
+    }
+    write_report(run_dir, report)
+    return report
