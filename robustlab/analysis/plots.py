@@ -95,7 +95,10 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
         ep, lam = series("train_udr_lambda")
         axes[2].plot(ep, lam, marker="o", color="tab:purple", label="UDR lambda")
         axes[2].set_ylabel("lambda")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
