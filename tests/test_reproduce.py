@@ -45,7 +45,7 @@ def level_data(n: int = 40) -> tuple[ImageData, Tensor]:
 
 
 def eval_cfg(**kw: object) -> EvalConfig:
-    base = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.13, "steps": 20}], "grad_check_n": 0,
+    base = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.13, "steps": 8}], "grad_check_n": 0,
             "batch_size": 16}
     return parse_config({**base, **kw}, EvalConfig, "eval")
 
@@ -69,7 +69,7 @@ def test_sweep_equals_separate_evaluations_and_the_analytic_accuracy(monkeypatch
     values = []
     for eps in SWEEP:
         alone = run_protocol(model, data, eval_cfg(n=30, attacks=[{"name": "pgd", "norm": "linf", "eps": eps,
-                                                                   "steps": 20}]))
+                                                                   "steps": 8}]))
         swept = result.eps_sweep[repr(eps)]
         assert swept == next(iter(alone.robust_accuracy.values()))
         assert swept == float((margin[:30] > eps).float().mean())  # exact: robust iff margin above eps
@@ -80,7 +80,8 @@ def test_sweep_equals_separate_evaluations_and_the_analytic_accuracy(monkeypatch
 
 def test_autoattack_only_protocol_sweeps_pgd_at_its_threat_model() -> None:
     data, margin = level_data(20)
-    cfg = parse_config({"autoattack": {"eps": 0.13, "version": "custom", "attacks": ["apgd-ce"]}, "grad_check_n": 0,
+    aa = {"eps": 0.13, "version": "custom", "attacks": ["apgd-ce"], "attack_kwargs": {"apgd-ce": {"steps": 10}}}
+    cfg = parse_config({"autoattack": aa, "grad_check_n": 0,
                         "eps_sweep": [0.21], "batch_size": 20}, EvalConfig, "eval")
     result = run_protocol(Linear2(), data, cfg)
     assert result.eps_sweep == {"0.21": float((margin > 0.21).float().mean())}
@@ -162,7 +163,7 @@ def test_an_evaluation_is_reused_only_under_the_same_protocol() -> None:
     assert not result_matches(result, eval_cfg(eps_sweep=[0.07, 0.1], large_eps=0.45), 20)
     assert not result_matches(result, eval_cfg(eps_sweep=[0.07]), 20)
     other = eval_cfg(eps_sweep=[0.07], large_eps=0.45, attacks=[{"name": "pgd", "norm": "linf", "eps": 0.2,
-                                                                 "steps": 20}])
+                                                                 "steps": 8}])
     assert not result_matches(result, other, 20)  # what `evaluate --eps 0.2` writes is not the preset's protocol
 
 
@@ -232,7 +233,7 @@ def test_reproduce_end_to_end_then_reuses_the_evaluation(tmp_path: Path) -> None
     assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == ckpts  # no retraining
     assert (run / "metrics.jsonl").read_text() == metrics
 
-    third = CliRunner().invoke(app, [*args, "--reevaluate"])
+    third = CliRunner().invoke(app, [*args[:-3], "--reevaluate"])  # no latent plot this time
     assert third.exit_code == 0, third.output + repr(third.exception)
     fresh = json.loads((run / "reproduce.json").read_text())
     assert fresh["evaluation"]["file"] != report["evaluation"]["file"] and not fresh["evaluation"]["reused"]
