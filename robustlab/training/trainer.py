@@ -37,7 +37,7 @@ from robustlab.training import distributed as D
 from robustlab.training.config import AttackConfig, TrainConfig
 from robustlab.training.objectives import create_objective
 from robustlab.training.schedules import lr_factor
-from robustlab.utils.device import autocast_context, resolve_device
+from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
 from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
@@ -281,7 +281,8 @@ class Trainer:
             kept = [row for row in read_jsonl(metrics_path) if row.get("epoch", 0) < state["epoch"]]
             atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         last_metrics: dict[str, Any] = {}
-        autocast = autocast_context(self.device, cfg.bf16)
+        bf16 = effective_bf16(self.device, cfg.bf16)
+        autocast = autocast_context(self.device, bf16)
         self.trainable.train()
         lr = cfg.optimizer.lr
         for epoch in range(state["epoch"], cfg.epochs):
@@ -327,7 +328,7 @@ class Trainer:
             train_secs = time.perf_counter() - epoch_t0
             keys = sorted(sums)
             totals = D.all_reduce_sum([sums[k] for k in keys] + [count], self.dist)
-            row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+            row: dict[str, Any] = {"epoch": epoch, "lr": lr, "bf16": bf16}
             row.update({f"train_{k}": s / totals[-1] for k, s in zip(keys, totals)})
             row["train_images_per_s"] = (self.steps_per_epoch - start_step) * cfg.batch_size / max(train_secs, 1e-9)
             if self.val_data is not None and ((epoch + 1) % cfg.validation.every == 0 or epoch + 1 == cfg.epochs):
