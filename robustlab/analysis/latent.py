@@ -115,7 +115,7 @@ def plot_latent_pca(
 def collect_latents(
     model: nn.Module, x: Tensor, latent_layer: str | None = None, *, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """``(z, logits)`` for a whole tensor of images in eval mode, batch by batch, without gradients (for plots)."""
+    """``(z, logits)`` on the CPU for a whole tensor of images in eval mode, batch by batch, without gradients."""
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
@@ -124,4 +124,4 @@ def collect_latents(
         parts = [latent_and_logits(model, x[i : i + batch_size], latent_layer) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
