@@ -19,4 +19,4 @@ for p in "$@"; do
 done
 wait
 tail -n 4 runs/*.log
-tar czf "$out/runs.tgz" --exclude='*.safetensors' --exclude='*.state.*' runs
+tar czf "$out/runs.tgz" --exclude='optim-*' --exclude='last.safetensors' --exclude='*.state.*' runs  # best weights come back
