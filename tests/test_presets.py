@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustlab.analysis.latent import latent_and_logits
+from robustlab.analysis.latent import check_latent_layer, latent_and_logits
 from robustlab.errors import ConfigError, UnknownNameError
 from robustlab.evaluation.protocol import named_attacks
 from robustlab.models import create_model
@@ -164,6 +164,69 @@ def test_adr_mnist_rows() -> None:
     assert [(c.name, c.steps, c.random_start) for c in bim] == [("bim", 100, None), ("mt-pgd", 100, False)]
 
 
+CIFAR_FAMILIES = ("udr-cifar10-", "adr-cifar10-", "ascl-cifar10-")
+
+
+def test_cifar_quick_is_one_pipeline_check() -> None:
+    """CIFAR-10 quick scales are the same short CPU check (the data must be supplied by the user)."""
+    names = [n for n in list_presets() if n.startswith(CIFAR_FAMILIES)]
+    assert len(names) >= 40
+    for name in names:
+        p = load_preset(name, "quick")
+        t = p.train
+        assert (t.epochs, t.bf16, t.optimizer.name, t.optimizer.lr, t.schedule.name) == (1, True, "adam", 0.001,
+                                                                                       "constant"), name
+        assert t.data.train_subset == (512 if t.model.name == "wrn-34-10" else 2048), name
+        assert (p.eval.n, p.eval.autoattack) == (200, None), name
+        if t.objective.attack is not None and t.objective.name != "wrm":
+            assert t.objective.attack.steps == 3, name
+        assert "CIFAR-10 is not bundled" in p.notes, name
+
+
+def test_cifar_paper_budgets() -> None:
+    p = load_preset("udr-cifar10-wrn-udr-awp-at", "paper")
+    t = p.train
+    assert (t.model.name, t.epochs, t.optimizer.name, t.optimizer.lr, t.optimizer.weight_decay) == (
+        "wrn-34-10", 200, "sgd", 0.1, 0.0005)
+    assert t.schedule.milestones == [100, 150] and t.objective.params["natural_weight"] == 0.0
+    assert t.objective.params["udr"] == {"pull_cost": "pixel-hinge", "tau": 2 / 255, "lam_init": 1.0,
+                                         "lam_lr": 0.02, "lam_period": 10, "lam_clamp": False,
+                                         "lam_distance": "mean-abs", "clip_every_step": True}
+    assert (p.eval.attacks[0].steps, p.eval.n, p.eval.autoattack.n) == (100, None, None)  # full test set
+    assert (p.published["clean"], p.published["autoattack"], p.published["cw"]) == (85.51, 54.40, 54.44)
+    p = load_preset("udr-cifar10-udr-mart", "paper")
+    assert (p.train.optimizer.weight_decay, p.train.schedule.milestones, p.train.optimizer.lr) == (
+        0.0035, [75, 90, 100], 0.01)
+    assert p.eval.eps_sweep == [e / 255 for e in (8, 10, 12, 14, 16, 20)] and p.eval.attacks[0].steps == 200
+    assert p.published["eps_sweep"][20 / 255] == 12.2 and p.train.objective.params["beta"] == 5.0
+    p = load_preset("adr-cifar10-resnet-adr-adv", "paper")
+    assert (p.train.model.name, p.train.model.kwargs, p.train.optimizer.weight_decay) == ("resnet20", {"depth": 32},
+                                                                                         0.0002)
+    assert [(a.name, a.steps, a.eps, a.step_size) for a in p.eval.attacks] == [
+        ("pgd", 20, 0.031, 0.007), ("mt-pgd", 20, 0.031, 0.007)]
+    assert (p.published["pgd"], p.published["multi-target"]) == (44.72, 41.43)
+    assert load_preset("adr-cifar10-cnn-adr-adv", "paper").train.optimizer.name == "adam"
+    p = load_preset("ascl-cifar10-leaked", "paper")
+    assert (p.train.model.name, p.train.optimizer.name, p.train.schedule.milestones) == ("resnet20", "adam",
+                                                                                         [80, 120, 160])
+    assert [(a.name, a.steps) for a in p.eval.attacks] == [("pgd", 250), ("mt-pgd", 250)]
+    assert p.train.objective.params == {"strategy": "leaked-ls"} and p.eval.autoattack.n == 1000
+    assert (p.published["clean"], p.published["pgd"], p.published["multi-target"], p.published["autoattack"]) == (
+        75.5, 53.7, 41.0, 42.0)
+    rb = load_preset("ascl-cifar10-rb-resnet18", "paper")
+    assert rb.train.objective.params["variant"] == "robustbench" and rb.eval.autoattack.n is None
+
+
+def test_latent_objectives_find_their_latent() -> None:
+    """ADR and ASCL presets name a latent their model has (an unknown one would fail only at the first step)."""
+    for name in list_presets():
+        obj = load_preset(name, "quick").train
+        if obj.objective.name not in ("adr", "ascl"):
+            continue
+        model = _model(obj.model.name, obj.data.dataset, tuple(sorted(obj.model.kwargs.items())))
+        check_latent_layer(model, obj.objective.params.get("latent_layer"))
+
+
 def test_adr_latent_layers_exist() -> None:
     """supp Table 3's split points are real adr-cnn layers (an unknown name fails only at the first step)."""
     model = _model("adr-cnn", "mnist", ())
@@ -179,6 +242,7 @@ def test_adr_latent_layers_exist() -> None:
 
 VARIANT_FILE = """
 description: base
+notes: file note
 train: &t
   data: {dataset: mnist}
   model: {name: mlp, kwargs: {hidden: [8]}}
@@ -193,6 +257,7 @@ variants:
   b:
     name: renamed
     description: row b
+    notes: row note
     train: {objective: {params: {natural_weight: 1.0}, eps_warmup_epochs: 0.0}}
     scales: {paper: {train: {epochs: 11}}}
     published: {clean: 5.0, eps_sweep: {0.4: 2.0}}
@@ -209,6 +274,7 @@ def test_variant_mechanics(tmp_path: Path) -> None:
     assert b.train.objective.params == {"natural_weight": 1.0} and b.train.objective.attack.steps == 5
     assert b.published == {"source": "S", "clean": 5.0, "eps_sweep": {0.3: 1.0, 0.4: 2.0}}  # deep-merged
     assert load_preset(str(path), "paper", variant="renamed").train.epochs == 11
+    assert (a.notes, b.notes) == ("file note", "file note\nrow note")
     assert load_preset(str(path), "paper", variant="a").train.epochs == 9
     assert a.published == {"source": "S", "eps_sweep": {0.3: 1.0}}  # b's merge did not leak into a
     with pytest.raises(UnknownNameError, match="choose a variant.*a, b"):

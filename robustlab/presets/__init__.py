@@ -4,8 +4,9 @@ and a ``paper`` scale.
 A preset file has ``train`` and ``eval`` sections (a TrainConfig and an EvalConfig), ``scales`` whose entries
 override them, and ``published`` numbers copied from the source with their table reference. A file may instead
 hold a table's rows as ``variants`` (one file per table, not one per row): each variant may set ``train``, ``eval``,
-``scales`` and ``published`` (deep-merged over the file's) and ``description``, ``reference``, ``notes`` (replacing
-the file's). A variant is named ``<file>-<variant>`` unless it sets ``name``; only the variants are presets then.
+``scales`` and ``published`` (deep-merged over the file's), ``description`` and ``reference`` (replacing the
+file's) and ``notes`` (appended to the file's). A variant is named ``<file>-<variant>`` unless it sets ``name``;
+only the variants are presets then.
 Resolution order at a scale: file train/eval, file ``scales[scale]``, variant train/eval, variant ``scales[scale]``.
 """
 
@@ -111,9 +112,11 @@ def _expand(data: dict[str, Any], stem: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, body in variants.items():
         merged = dict(common)
-        for k in ("description", "reference", "notes"):
+        for k in ("description", "reference"):
             if k in body:
                 merged[k] = body[k]
+        notes = [str(n).strip() for n in (common.get("notes"), body.get("notes")) if n]
+        merged["notes"] = "\n".join(notes)
         merged["published"] = deep_merge(common.get("published") or {}, body.get("published") or {})
         merged["layers"] = [base_layer, {k: body.get(k) or {} for k in ("train", "eval", "scales")}]
         name = str(body.get("name", f"{base_name}-{key}"))
