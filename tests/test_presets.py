@@ -138,7 +138,10 @@ def test_udr_mnist_paper_budget_and_published_numbers() -> None:
     a, o = p.train.objective.attack, p.train.objective
     assert (p.train.epochs, a.steps, a.eps, a.step_size) == (100, 40, 0.3, 0.01)
     assert (p.train.optimizer.name, p.train.optimizer.lr, p.train.schedule.milestones) == ("sgd", 0.01, [55, 75, 90])
-    assert o.params == {"beta": 1.0, "udr": {"pull_cost": "linf"}} and o.eps_warmup_epochs == 0
+    assert o.params["beta"] == 1.0 and o.eps_warmup_epochs == 0
+    assert o.params["udr"]["pull_cost"] == "pixel-hinge" and o.params["udr"]["tau_over_step"] == 1.0  # code mode
+    literal = load_preset("udr-mnist-udr-pgd-thesis-linf", "paper").train.objective.params["udr"]
+    assert literal == {"pull_cost": "linf"}  # the thesis text's soft ball, kept as its own row
     first = p.eval.attacks[0]
     assert (first.steps, first.step_size, p.eval.n, p.eval.eps_sweep_n) == (200, 0.01, None, None)
     assert p.eval.autoattack.n == 1000

@@ -62,6 +62,9 @@ def test_code_mode_with_lambda_one_is_pgd_bit_for_bit(eps_scale: float, loss_kin
     out = SoftBallAttack(UDRParams(**CODE_MODE, tau=c.step_size), c)(net, x, y, loss=loss, eps=eps)
     assert torch.equal(out, ref)
     assert linf(out, x) == pytest.approx(eps, abs=1e-6)  # it moved, up to the ball's face
+    torch.manual_seed(5)  # tau_over_step = 1 is the same code mode without naming the step size
+    out = SoftBallAttack(UDRParams(**CODE_MODE, tau_over_step=1.0), c)(net, x, y, loss=loss, eps=eps)
+    assert torch.equal(out, ref)
 
 
 def test_code_mode_with_lambda_below_one_leaves_the_ball() -> None:

@@ -8,9 +8,10 @@ outside it. After crafting, lambda takes the Danskin step of Eq. 19,
 
 Design choices (every ambiguity of the spec is an option; the default follows the thesis text):
 
-* ``tau`` (A4): None = ``2 * eta`` ("tau = 2 eta works well"); the released code uses ``tau = eta``. An explicit tau
-  is given at the configured eps and scales with eps during eps warm-up exactly like the step size does, so
-  ``eta / tau`` (and with it the shape of the soft ball) stays fixed.
+* ``tau`` (A4): None = ``tau_over_step * eta`` with ``tau_over_step`` = 2 ("tau = 2 eta works well"); the released
+  code uses ``tau = eta`` (``tau_over_step: 1``), which states code mode once for every scale and step size. An
+  explicit tau is given at the configured eps and scales with eps during eps warm-up exactly like the step size
+  does, so ``eta / tau`` (and with it the shape of the soft ball) stays fixed.
 * ``lam_init`` = 1.0 and ``lam_lr`` = 0.02 (A5): the thesis states neither; both are the released code's values.
   ``lam_period`` = 1 (Eq. 19 is a per-batch step; the code uses 10 and averages the gap over the period).
   ``lam_clamp`` = True (the dual variable lives on lambda >= 0; the code does not clamp).
@@ -73,6 +74,7 @@ class UDRParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     tau: float | None = Field(default=None, allow_inf_nan=False)
+    tau_over_step: float = Field(default=2.0, gt=0, allow_inf_nan=False)
     lam_init: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     lam_lr: float = Field(default=0.02, ge=0, allow_inf_nan=False)
     lam_period: int = Field(default=1, ge=1)
@@ -86,7 +88,7 @@ class UDRParams(BaseModel):
     @classmethod
     def _tau_positive(cls, v: float | None) -> float | None:
         if v is not None and not v > 0:
-            raise ValueError(f"tau must be > 0 (or null for 2 * step_size), got {v}")
+            raise ValueError(f"tau must be > 0 (or null for tau_over_step * step_size), got {v}")
         return v
 
     @model_validator(mode="after")
@@ -127,11 +129,11 @@ class SoftBallAttack:
 
     # ------------------------------------------------------------------------------------------ sizes
     def step_sizes(self, eps: float) -> tuple[float, float]:
-        """``(eta, tau)`` at training radius ``eps`` (eta as build_attack scales it; tau None = 2 eta)."""
+        """``(eta, tau)`` at training radius ``eps`` (eta as build_attack scales it; tau None = tau_over_step eta)."""
         cfg = self.cfg
         # the same expression as build_attack (and PGD's default), so code mode matches PGD bit for bit
         eta = MADRY_STEP * eps / self.steps if cfg.step_size is None else cfg.step_size * eps / cfg.eps
-        tau = 2.0 * eta if self.params.tau is None else self.params.tau * eps / cfg.eps
+        tau = self.params.tau_over_step * eta if self.params.tau is None else self.params.tau * eps / cfg.eps
         return eta, tau
 
     # ------------------------------------------------------------------------------------------ attack
