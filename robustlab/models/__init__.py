@@ -5,8 +5,9 @@ encoder output); ``create_model`` wraps it in ``Normalized`` so models take imag
 """
 
 # Importing the architecture modules registers their builders.
-from robustlab.models import cw_cnn, mlp, preact_resnet, resnet, small_cnn, wide_resnet  # noqa: F401
+from robustlab.models import cw_cnn, ensemble, mlp, preact_resnet, resnet, small_cnn, wide_resnet  # noqa: F401
 from robustlab.models.base import ClassifierNet
+from robustlab.models.ensemble import Ensemble, ensemble_from_runs, member_logits, member_models
 from robustlab.models.fingerprint import model_fingerprint, unwrap_model
 from robustlab.models.normalized import Normalized
 from robustlab.models.registry import DatasetLike, create_model, list_models, register_model, resolve_dataset
@@ -15,10 +16,14 @@ from robustlab.models.taps import LayerTaps, named_layers
 __all__ = [
     "ClassifierNet",
     "DatasetLike",
+    "Ensemble",
     "LayerTaps",
     "Normalized",
     "create_model",
+    "ensemble_from_runs",
     "list_models",
+    "member_logits",
+    "member_models",
     "model_fingerprint",
     "named_layers",
     "register_model",
