@@ -2,8 +2,11 @@
 
 # imported for their registration side effects
 from robustlab.training.objectives import (  # noqa: F401
+    adp,
     adr,
     ascl,
+    cce,
+    ensemble_at,
     mart,
     pgd_at,
     standard,
