@@ -18,11 +18,10 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
-from robustlab.training.config import ObjectiveConfig
-from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
+from robustlab.training.objectives.adversarial import AdversarialParams
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 from robustlab.training.objectives.losses import boosted_cross_entropy, kl_per_sample, true_class_probability
-from robustlab.training.objectives.trades import Start, check_start, craft_normal_start
+from robustlab.training.objectives.trades import OfficialStart, Start
 
 
 class MARTParams(AdversarialParams):
@@ -35,20 +34,11 @@ class MARTParams(AdversarialParams):
 
 
 @register_objective("mart")
-class MART(AdversarialObjective):
+class MART(OfficialStart):
     """Misclassification-aware adversarial training; see the module docstring for the two forms."""
 
     Params = MARTParams
     attack_loss = "kl"
-
-    def __init__(self, cfg: ObjectiveConfig) -> None:
-        super().__init__(cfg)
-        check_start(self, self.params.start)
-
-    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if self.params.start == "normal":
-            return craft_normal_start(self, model, x, y)
-        return super().craft(model, x, y)
 
     def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
         if self.params.form == "original":

@@ -36,18 +36,22 @@ class GaussianStartThreat(ThreatModel):
         return x + self.std * sharded_rand(x.shape, dtype=x.dtype, device=x.device, normal=True)
 
 
-def check_start(obj: AdversarialObjective, start: Start) -> None:
-    """``start: normal`` replaces the hard-ball attack's start; UDR's soft-ball attack has its own."""
-    if start == "normal" and obj.params.udr is not None:
-        raise ConfigError(f"objective {obj.name!r}: start 'normal' applies to the hard-ball attack only; "
-                          "remove it or the 'udr' option (valid starts: 'uniform', 'normal')")
+class OfficialStart(AdversarialObjective):
+    """Adds the ``start`` option (params field): "normal" crafts from ``x + 0.001 N(0, I)`` as TRADES' and MART's
+    official code do; "uniform" keeps the attack's own start. UDR's soft-ball attack has its own start."""
 
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        super().__init__(cfg)
+        if self.params.start == "normal" and self.params.udr is not None:
+            raise ConfigError(f"objective {self.name!r}: start 'normal' applies to the hard-ball attack only; "
+                              "remove it or the 'udr' option (valid starts: 'uniform', 'normal')")
 
-def craft_normal_start(obj: AdversarialObjective, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The configured attack (steps, step size, loss of ``obj``) started from ``x + 0.001 N(0, I)``."""
-    attack = obj.attack(model, loss=obj.attack_loss_fn(model, x), random_start=True)
-    attack.threat = GaussianStartThreat(attack.threat.norm, attack.threat.eps)
-    return attack(x, y)
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.params.start != "normal":
+            return super().craft(model, x, y)
+        attack = self.attack(model, loss=self.attack_loss_fn(model, x), random_start=True)
+        attack.threat = GaussianStartThreat(attack.threat.norm, attack.threat.eps)
+        return attack(x, y)
 
 
 class TRADESParams(AdversarialParams):
@@ -59,7 +63,7 @@ class TRADESParams(AdversarialParams):
 
 
 @register_objective("trades")
-class TRADES(AdversarialObjective):
+class TRADES(OfficialStart):
     """min_theta E[ CE(f(x), y) + beta * KL(p(x) || p(x_adv)) ]; the attack ascends the same KL (clean side fixed).
 
     Gradients flow through both sides of the KL in the outer loss, as in the official code.
@@ -67,15 +71,6 @@ class TRADES(AdversarialObjective):
 
     Params = TRADESParams
     attack_loss = "kl"
-
-    def __init__(self, cfg: ObjectiveConfig) -> None:
-        super().__init__(cfg)
-        check_start(self, self.params.start)
-
-    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if self.params.start == "normal":
-            return craft_normal_start(self, model, x, y)
-        return super().craft(model, x, y)
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         logits, logits_adv = model(x), model(x_adv)
