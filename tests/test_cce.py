@@ -210,3 +210,26 @@ def test_ensemble_objectives_refuse_a_single_model(name: str) -> None:
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
     with pytest.raises(ConfigError, match="needs an ensemble"):
         objective(name)(model, x, y)
+
+
+def test_cce_presets_resolve_with_the_paper_budget() -> None:
+    from robustlab.presets import list_presets, load_preset
+
+    names = [n for n in list_presets() if n.startswith(("cce-mnist-", "cce-fashion-mnist-", "cce-cifar10-"))]
+    assert len(names) == 6 + 6 + 11
+    for name in names:
+        for scale in ("quick", "paper"):
+            p = load_preset(name, scale)
+            create_objective(p.train.objective)
+            single = name.endswith("-adv")
+            assert (p.train.model.name == "cw-cnn") if single else (p.train.model.kwargs["member"] == "cw-cnn")
+            assert [a.name for a in p.eval.attacks] == ["pgd", "mim"]
+    p = load_preset("cce-cifar10-rm2", "paper")
+    t, a = p.train, p.train.objective.attack
+    assert (t.epochs, t.batch_size, t.optimizer.name, t.optimizer.lr) == (180, 64, "adam", 0.001)
+    assert (a.eps, a.steps, a.step_size) == pytest.approx((8 / 255, 10, 2 / 255))
+    assert p.train.objective.params == {"variant": "rm"} and p.train.model.kwargs == {"member": "cw-cnn", "k": 2}
+    assert (p.published["pgd"], p.published["autoattack"]) == (44.7, 29.9)
+    q = load_preset("cce-mnist-dm", "quick")
+    assert (q.train.epochs, q.train.objective.attack.steps, q.eval.autoattack.n) == (5, 10, 500)
+    assert create_objective(q.train.objective).params.lambda_dm == 5.0
