@@ -15,6 +15,7 @@ from robustlab.attacks import (  # noqa: F401  (registration side effects)
     fab,
     fgsm,
     mim,
+    moo,
     multitarget,
     pgd,
     rfgsm,

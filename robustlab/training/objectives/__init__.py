@@ -10,6 +10,7 @@ from robustlab.training.objectives import (  # noqa: F401
     mart,
     pgd_at,
     standard,
+    tamoo_at,
     trades,
     udr_methods,
     wrm,
