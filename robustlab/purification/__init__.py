@@ -1,0 +1,1 @@
+"""Purification defences: a purifier in front of a frozen classifier (CARSO, AToP)."""
