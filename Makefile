@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.robustlab-installed
 
-.PHONY: setup datasets demo test lint bench clean
+.PHONY: setup datasets browser demo test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -25,7 +25,15 @@ datasets:
 	  || echo "note: could not install Debian's dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
 	else echo "note: Fashion-MNIST comes from Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)"; fi
 
-setup: $(STAMP) datasets
+# headless Chromium loads the HTML reports in tests/test_report.py (those tests skip without it)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: could not install Debian's chromium; the HTML report browser tests will skip"; \
+	else echo "note: the HTML report tests use Debian's chromium (sudo apt-get install chromium); they skip without it"; fi
+
+setup: $(STAMP) datasets browser
 
 demo: setup
 	$(VENV)/bin/robustlab demo

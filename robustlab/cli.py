@@ -26,6 +26,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, c
 SetOpt = Annotated[
     list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
 ]
+StoreOpt = Annotated[Path | None, typer.Option(
+    "--store", help="Results store (SQLite); default $ROBUSTLAB_STORE, else runs/results.sqlite.")]
 VariantOpt = Annotated[str | None, typer.Option(help="Row of a YAML file with variants (bundled rows are named "
                                                      "<file>-<variant>, see `robustlab presets`).")]
 
@@ -126,7 +128,7 @@ def _write_eval_config(run_dir: Path, preset: Any) -> None:
 
 
 def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None,
-                  device: str = "auto") -> Any:
+                  device: str = "auto", store: Path | None = None) -> Any:
     from robustlab.data import load_dataset
     from robustlab.evaluation.protocol import run_protocol
     from robustlab.training.trainer import load_trained_model
@@ -142,9 +144,22 @@ def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, publishe
     result.save(out)
     console.print(_result_table(f"{run} ({which})", result, published))
     console.print(f"result written to {out}")
+    _record_in_store(result, _run_folder(run), out, store)
     if result.eps_sweep:
         _plot_sweep(result, out_dir / "robust_accuracy_vs_eps.png", published, str(run))
     return result, out
+
+
+def _record_in_store(result: Any, run_dir: Path, eval_file: Path, store: Path | None) -> None:
+    """Record an evaluation in the results store; a store that cannot be used costs a warning, not the result."""
+    from robustlab.store import ResultsStore
+
+    try:
+        with ResultsStore(store) as db:
+            eval_id = db.record(result, run_dir, eval_file)
+        console.print(f"recorded in the results store {db.path} (id {eval_id})")
+    except RobustlabError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] not recorded in the results store: {exc}")
 
 
 def _plot_sweep(result: Any, path: Path, published: dict | None, title: str) -> None:
@@ -174,8 +189,10 @@ def evaluate(
     set_: SetOpt = None,  # type: ignore[assignment]
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     device: DeviceOpt = "auto",
+    store: StoreOpt = None,
 ) -> None:
-    """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/."""
+    """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/ and the
+    results store."""
     from robustlab.evaluation.protocol import EvalConfig
     from robustlab.presets import deep_merge, load_preset
     from robustlab.training.config import parse_config
@@ -200,7 +217,7 @@ def evaluate(
         eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
         if eval_dict.get("autoattack"):
             eval_dict["autoattack"]["eps"] = eps
-    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device)
+    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device, store)
 
 
 def _run_folder(run: Path) -> Path:
@@ -323,6 +340,67 @@ def _comparison_table(report: dict[str, Any]) -> Table:
     table.caption = (f"published: {report['published'].get('source', 'no source given')}\n"
                      f"{mach['device_name']}, torch {mach['torch']}, {mach['threads']} threads; {times}")
     return table
+
+
+@app.command()
+def leaderboard(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    method: Annotated[str | None, typer.Option(help="Only this training method (objective name).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="Only protocols with this attack or family, e.g. autoattack-standard, pgd.")] = None,
+    scale: Annotated[str | None, typer.Option(help="Only this preset scale (quick or paper).")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Show the top N of each table.")] = None,
+    scan: Annotated[Path | None, typer.Option(
+        help="First record every eval/*.json of the run folders under this folder.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Stored evaluations per dataset and threat model, sorted by worst-case robust accuracy."""
+    from robustlab.report import find_runs
+    from robustlab.store import ResultsStore
+    from robustlab.store.leaderboard import leaderboard_rows, render_tables, write_export
+
+    with ResultsStore(store) as db:
+        if scan is not None:
+            added = sum(db.import_run(run) for run in find_runs(scan))
+            console.print(f"recorded {added} new evaluation(s) from {scan}")
+        rows = leaderboard_rows(db, dataset=dataset, method=method, protocol=protocol, scale=scale)
+        where = db.path
+    if not rows:
+        console.print(f"no evaluations in {where}; `robustlab evaluate RUN` records them (or use --scan runs)")
+    for table in render_tables(rows, limit):
+        console.print(table)
+    for path, fmt in ((csv_out, "csv"), (json_out, "json")):
+        if path is not None:
+            console.print(f"{len(rows)} rows written to {write_export(rows, path, fmt)}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path | None, typer.Argument(help="Run folder (or use --all).")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run folder under --runs-dir, plus an index.")]
+    = False,
+    out: Annotated[Path | None, typer.Option(help="Output file for one run (default RUN/report.html).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    grid_n: Annotated[int, typer.Option(min=1, help="Test points in the adversarial example grid.")] = 8,
+    grid_steps: Annotated[int, typer.Option(min=1, help="PGD steps for the adversarial example grid.")] = 20,
+    device: DeviceOpt = "cpu",
+    store: StoreOpt = None,
+) -> None:
+    """Self-contained HTML report of a run: config, curves, evaluations from the store, examples, sanity flags."""
+    from robustlab.report import write_all_reports, write_run_report
+    from robustlab.store import ResultsStore
+
+    if (run is None) == (not all_runs):
+        raise RobustlabError("pass either a run folder or --all (not both)")
+    kwargs = {"grid_n": grid_n, "grid_steps": grid_steps, "device": device}
+    with ResultsStore(store) as db:
+        if run is not None:
+            console.print(f"report written to {write_run_report(run, db, out, **kwargs)}")
+            return
+        written, index = write_all_reports(runs_dir, db, **kwargs)
+    console.print(f"{len(written)} report(s) written; index at {index}")
 
 
 @app.command()

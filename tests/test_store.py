@@ -169,8 +169,10 @@ def test_store_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_protocol_labels_and_matching() -> None:
-    label = protocol_label([{"name": "pgd-50x3 linf eps=0.3"}, {"name": "autoattack-standard"}])
+    label = protocol_label([{"name": "pgd", "steps": 50, "restarts": 3}, {"name": "autoattack-standard"}])
     assert label == "pgd-50x3 + autoattack-standard"
+    two = [{"name": "apgd-dlr", "steps": 100, "restarts": 1}, {"name": "square"}]
+    assert protocol_label(two) == "apgd-dlr-100 + square"
     assert protocol_matches(label, "pgd") and protocol_matches(label, "autoattack-standard")
     assert protocol_matches(label, "autoattack") and protocol_matches(label, label)
     assert not protocol_matches(label, "apgd") and not protocol_matches(label, "autoattack-plus")

@@ -22,9 +22,17 @@ def result_sha(doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def _entry_label(entry: dict[str, Any]) -> str:
+    name = str(entry.get("name", "?")).split(" ")[0]
+    if name.startswith("autoattack") or not entry.get("steps"):
+        return name
+    restarts = entry.get("restarts")
+    return f"{name}-{entry['steps']}" + (f"x{restarts}" if restarts and restarts > 1 else "")
+
+
 def protocol_label(protocol: list[dict[str, Any]]) -> str:
-    """``pgd-40 + autoattack-standard``: each protocol entry's name without its threat model."""
-    return " + ".join(str(p.get("name", "?")).split(" ")[0] for p in protocol) or "?"
+    """``pgd-50x3 + autoattack-standard``: each protocol entry's name, steps and restarts, without its threat."""
+    return " + ".join(_entry_label(p) for p in protocol) or "?"
 
 
 def protocol_matches(label: str, wanted: str) -> bool:

@@ -105,6 +105,8 @@ class TrainConfig(Strict):
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)
     device: str = "auto"
+    # Also log per-epoch scalars and an example grid to RUN/tensorboard/ (needs the optional tensorboard package).
+    tensorboard: bool = False
 
     @field_validator("name")
     @classmethod

@@ -43,7 +43,7 @@ from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
 
 # Keys whose change does not invalidate a run's resume (more epochs, other thread count, another device).
-_RESUMABLE_CHANGES = {"epochs", "threads", "device"}
+_RESUMABLE_CHANGES = {"epochs", "threads", "device", "tensorboard"}
 # Prefix of an objective-owned module's weights inside the optimizer file.
 _MODULE_PREFIX = "objective_module."
 
@@ -139,6 +139,11 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError(f"the training set ({n} images) is smaller than one batch ({cfg.batch_size})")
         self.hash = config_hash(cfg)
+        self.tensorboard = None
+        if cfg.tensorboard and self.dist.is_main:  # fails here, before any training, when the package is missing
+            from robustlab.training.tensorboard import TensorBoardLogger
+
+            self.tensorboard = TensorBoardLogger(self.run_dir)
 
     # ----------------------------------------------------------------------------------------------- data
     def _load_data(self) -> tuple[ImageData, ImageData | None]:
@@ -263,6 +268,20 @@ class Trainer:
             out["robust_acc"] = counts[1] / counts[2]
         return out
 
+    def _log_tensorboard(self, epoch: int, row: dict[str, Any]) -> None:
+        """Scalars of the epoch row and a grid of the first validation (else training) images under the
+        validation attack."""
+        from robustlab.training.tensorboard import GRID_N
+
+        assert self.tensorboard is not None
+        self.tensorboard.log_epoch(epoch, row)
+        data = self.val_data if self.val_data is not None else self.train_data
+        idx = torch.arange(min(GRID_N, len(data)))
+        x, y = data.float_images(idx).to(self.device), data.labels[idx].to(self.device)
+        acfg = self.validation_attack_config()
+        attack = build_attack(acfg, self.model) if acfg is not None else None
+        self.tensorboard.log_examples(epoch, self.model, x, y, attack)
+
     # ------------------------------------------------------------------------------------------------- fit
     def fit(self) -> TrainSummary:
         """Train to ``cfg.epochs``, resuming from ``last`` if present; returns the summary."""
@@ -338,6 +357,8 @@ class Trainer:
                 if state["best"] is None or score > state["best"]:
                     state["best"], state["best_epoch"] = score, epoch
                     self._save_best(epoch, val)
+            if self.tensorboard is not None:
+                self._log_tensorboard(epoch, row)
             self.trainable.train()
             if self.dist.is_main:
                 append_jsonl(metrics_path, row)
@@ -346,6 +367,8 @@ class Trainer:
             last_metrics = row
         if self.val_data is None and self.dist.is_main:  # no held-out split: the last weights are the only choice
             self._save_best(cfg.epochs - 1, {})
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         D.shutdown(self.dist)
         return TrainSummary(self.run_dir, cfg.epochs, state["best_epoch"], state["best"], last_metrics,
                             time.perf_counter() - t0)
