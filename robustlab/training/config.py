@@ -27,6 +27,7 @@ class AttackConfig(Strict):
     restarts: int | None = Field(default=None, ge=1)
     random_start: bool | None = None
     loss: str | None = None
+    eot_samples: int | None = Field(default=None, ge=1)  # gradients averaged over this many passes (stochastic models)
 
 
 class DataConfig(Strict):
@@ -46,26 +47,36 @@ class ModelConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class OptimizerConfig(Strict):
-    """SGD or Adam."""
+class LookaheadConfig(Strict):
+    """Lookahead: every ``k`` inner steps the slow weights move ``alpha`` of the way to the fast ones, which reset."""
 
-    name: Literal["sgd", "adam"] = "sgd"
+    k: int = Field(default=6, ge=1)
+    alpha: float = Field(default=0.8, gt=0, le=1)
+
+
+class OptimizerConfig(Strict):
+    """SGD, Adam or RAdam; ``lookahead`` wraps any of them in Lookahead (Zhang et al. 2019; CARSO: RAdam, k=6, 0.8)."""
+
+    name: Literal["sgd", "adam", "radam"] = "sgd"
     lr: float = Field(default=0.1, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    lookahead: LookaheadConfig | None = None
 
 
 class ScheduleConfig(Strict):
     """Learning-rate schedule as a function of fractional epoch; stateless, so resume is exact."""
 
-    name: Literal["constant", "multistep", "cosine", "onecycle"] = "constant"
+    name: Literal["constant", "multistep", "cosine", "onecycle", "warmup-flat-anneal"] = "constant"
     milestones: list[float] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0)
     warmup_epochs: float = Field(default=0.0, ge=0)
     peak_fraction: float = Field(default=0.4, gt=0, lt=1)
     final_lr_fraction: float = Field(default=0.0, ge=0)
+    # warmup-flat-anneal (CARSO): linear warm-up over warmup_epochs, flat for flat_epochs, linear to final_lr_fraction
+    flat_epochs: float = Field(default=0.0, ge=0)
 
 
 class ObjectiveConfig(Strict):

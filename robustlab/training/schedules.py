@@ -29,4 +29,10 @@ def lr_factor(cfg: ScheduleConfig, progress: float, total_epochs: float) -> floa
             return progress / max(peak, 1e-8)
         t = (progress - peak) / max(total_epochs - peak, 1e-8)
         return max(cfg.final_lr_fraction, 1.0 - t * (1.0 - cfg.final_lr_fraction))
+    if cfg.name == "warmup-flat-anneal":  # CARSO's warmed_up_linneal, continuous in progress (the code steps per epoch)
+        start = cfg.warmup_epochs + cfg.flat_epochs
+        if progress < start:
+            return 1.0
+        t = min(1.0, (progress - start) / max(total_epochs - start, 1e-8))
+        return 1.0 - t * (1.0 - cfg.final_lr_fraction)
     raise ValueError(f"unknown schedule {cfg.name}")

@@ -69,14 +69,24 @@ class TrainSummary:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, extra: nn.Module | None = None) -> torch.optim.Optimizer:
-    """SGD or Adam over all trainable parameters; ``extra`` (an objective's own module) is a second param group."""
+    """SGD, Adam or RAdam over all trainable parameters, optionally in Lookahead; ``extra`` (an objective's own
+    module) is a second param group."""
     o = cfg.optimizer
     params: list[Any] = [p for p in model.parameters() if p.requires_grad]
     if extra is not None:
         params = [{"params": params}, {"params": [p for p in extra.parameters() if p.requires_grad]}]
+    opt: torch.optim.Optimizer
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    elif o.name == "radam":
+        opt = torch.optim.RAdam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    if o.lookahead is not None:
+        from robustlab.training.lookahead import Lookahead
+
+        opt = Lookahead(opt, k=o.lookahead.k, alpha=o.lookahead.alpha)
+    return opt
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
