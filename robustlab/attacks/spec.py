@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from robustlab.attacks.base import Attack
     from robustlab.training.config import AttackConfig
 
-_SHARED_FIELDS = ("steps", "step_size", "restarts", "random_start", "loss")
+_SHARED_FIELDS = ("steps", "step_size", "restarts", "random_start", "loss", "eot_samples")
 
 
 def build_attack(cfg: AttackConfig, model: nn.Module, *, eps: float | None = None, **extra: object) -> Attack:
