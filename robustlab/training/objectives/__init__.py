@@ -1,6 +1,7 @@
 """Training objectives; importing this package registers them all."""
 
 # imported for their registration side effects
+from robustlab.purification import carso as _carso  # noqa: F401  (registers the carso model and objective)
 from robustlab.training.objectives import (  # noqa: F401
     adp,
     adr,

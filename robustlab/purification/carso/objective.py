@@ -1,0 +1,140 @@
+"""CARSO training (spec §1.6): adversarially balanced batches against the frozen classifier alone, clean images as
+reconstruction targets, loss = summed pixel BCE + beta * KL with the lag-then-ramp beta schedule.
+
+Registered as objective ``carso``. Its ``attack`` section is the strong PGD (the released code: 40 steps, step 0.01,
+random start); by default the attack set is, in the released order, PGD weak, PGD strong, FGSM weak, FGSM strong,
+weak eps = ``eps_weak`` (default: half the strong eps). ``attacks`` replaces the set. Both losses are sums over the
+batch (not means), as in the code; under torchrun gradients are averaged over ranks, i.e. the loss is a per-rank sum.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from robustlab.attacks.spec import build_attack
+from robustlab.errors import ConfigError
+from robustlab.training.config import AttackConfig, ObjectiveConfig
+from robustlab.training.objectives.base import Metrics, Objective, register_objective
+
+
+class CARSOParams(BaseModel):
+    """Options of the ``carso`` objective (defaults: the v1 MNIST/Fashion-MNIST setting, spec §1.9)."""
+
+    model_config = ConfigDict(extra="forbid")
+    adv_fraction: float = Field(default=0.4, ge=0, le=1)
+    eps_weak: float | None = Field(default=None, gt=0)
+    attacks: list[AttackConfig] | None = None
+    beta_max: float = Field(default=1.0, ge=0)
+    beta_lag_epochs: float = Field(default=0.0, ge=0)
+    beta_ramp_epochs: float = Field(default=0.0, ge=0)
+    beta_per_epoch: bool = True  # the code steps beta once per epoch; False: continuous in fractional epochs
+
+
+def beta_schedule(
+    epochs_done: float, *, lag: float, ramp: float, beta_max: float = 1.0, per_epoch: bool = True
+) -> float:
+    """KL weight: 0 for the first ``lag`` epochs, then linear 0 -> ``beta_max`` over ``ramp`` epochs, then flat.
+
+    With ``per_epoch`` it is evaluated at the epoch index (floor), as the released per-epoch scheduler does:
+    E=200 (lag 25, ramp 9) gives 0 up to epoch 25, 1/9 at 26, ..., 1 from epoch 34 on.
+    """
+    t = math.floor(epochs_done) if per_epoch else epochs_done
+    if t < lag:
+        return 0.0
+    if ramp <= 0:
+        return float(beta_max)
+    return float(beta_max) * min(1.0, (t - lag) / ramp)
+
+
+def split_sizes(batch: int, fraction: float, n_attacks: int) -> tuple[int, int]:
+    """(clean count, per-attack count): atom = floor(B * fraction / K); the first B - K * atom stay clean."""
+    atom = math.floor(batch * fraction / n_attacks) if n_attacks else 0
+    return batch - n_attacks * atom, atom
+
+
+def mix_batch(x: Tensor, y: Tensor, attacks: list, fraction: float) -> tuple[Tensor, Tensor]:
+    """AdverApply: the tail ``K * atom`` samples are split in K chunks, chunk k perturbed by attack k.
+
+    Returns (inputs, source) where source[i] = 0 for clean and k + 1 for attack k; the clean originals ``x`` are the
+    reconstruction targets.
+    """
+    n_clean, atom = split_sizes(len(x), fraction, len(attacks))
+    pieces, source = [x[:n_clean]], [torch.zeros(n_clean, dtype=torch.long, device=x.device)]
+    for k, attack in enumerate(attacks):
+        lo = n_clean + k * atom
+        if atom:
+            pieces.append(attack(x[lo : lo + atom], y[lo : lo + atom]))
+            source.append(torch.full((atom,), k + 1, dtype=torch.long, device=x.device))
+    return torch.cat(pieces), torch.cat(source)
+
+
+def vae_loss(x_rec: Tensor, target: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(BCE_sum + beta * KL_sum, BCE_sum, KL_sum) with KL = 0.5 * sum(mu^2 + exp(logvar) - logvar - 1)."""
+    bce = F.binary_cross_entropy(x_rec.float(), target.float(), reduction="sum")
+    kl = 0.5 * torch.sum(mu.float() ** 2 + torch.exp(logvar.float()) - logvar.float() - 1)
+    return bce + beta * kl, bce, kl
+
+
+@register_objective("carso")
+class CARSOObjective(Objective):
+    """Train CARSO's purifier (the classifier stays frozen); the model must be ``create_model("carso", ...)``."""
+
+    Params: ClassVar[type[BaseModel]] = CARSOParams
+
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        super().__init__(cfg)
+        p: CARSOParams = self.params  # type: ignore[assignment]
+        assert cfg.attack is not None
+        if p.attacks is not None:
+            self.attack_cfgs = list(p.attacks)
+        else:
+            strong = cfg.attack
+            weak_eps = p.eps_weak if p.eps_weak is not None else strong.eps / 2
+            if weak_eps > strong.eps:
+                raise ConfigError(f"carso eps_weak ({weak_eps}) must not exceed the attack's eps ({strong.eps})")
+            fgsm = AttackConfig(name="fgsm", norm=strong.norm, eps=strong.eps)
+            self.attack_cfgs = [strong.model_copy(update={"eps": weak_eps}), strong,
+                                fgsm.model_copy(update={"eps": weak_eps}), fgsm]
+        self._epochs_done = 0.0
+
+    def set_progress(self, epochs_done: float) -> None:
+        super().set_progress(epochs_done)
+        self._epochs_done = epochs_done
+
+    @property
+    def beta(self) -> float:
+        """The KL weight at the current progress."""
+        p: CARSOParams = self.params  # type: ignore[assignment]
+        return beta_schedule(self._epochs_done, lag=p.beta_lag_epochs, ramp=p.beta_ramp_epochs, beta_max=p.beta_max,
+                             per_epoch=p.beta_per_epoch)
+
+    def modules(self, model: nn.Module, example: Tensor) -> nn.Module | None:
+        """No module of its own; checks once, before training, that CARSO's classifier is a trained one."""
+        from robustlab.purification.carso.model import carso_of, check_same_dataset
+
+        net, _ = carso_of(model)
+        if not net.classifier_source:
+            raise ConfigError("CARSO training needs a trained classifier: set "
+                              "train.model.kwargs.classifier=runs/<classifier-run> (a run folder or checkpoint)")
+        check_same_dataset(model)
+        return None
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
+        from robustlab.purification.carso.model import carso_of
+
+        net, wrapper = carso_of(model)
+        attacks = [build_attack(c, net.classifier) for c in self.attack_cfgs]  # against the classifier alone
+        x_in, source = mix_batch(x, y, attacks, self.params.adv_fraction)  # type: ignore[attr-defined]
+        x_rec, mu, logvar = net.reconstruct(wrapper.normalize(x_in) if wrapper is not None else x_in)
+        beta = self.beta
+        loss, bce, kl = vae_loss(x_rec, x, mu, logvar, beta)
+        n = len(x)
+        return loss, {"loss": float(loss.detach()), "bce_per_image": float(bce.detach()) / n,
+                      "kl_per_image": float(kl.detach()) / n, "beta": beta,
+                      "adv_fraction": float((source > 0).float().mean())}
