@@ -351,7 +351,8 @@ def leaderboard(
     scale: Annotated[str | None, typer.Option(help="Only this preset scale (quick or paper).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Show the top N of each table.")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Show the top N of each table (0: all; exports hold all).")]
+    = 20,
     scan: Annotated[Path | None, typer.Option(
         help="First record every eval/*.json of the run folders under this folder.")] = None,
     store: StoreOpt = None,
@@ -369,7 +370,7 @@ def leaderboard(
         where = db.path
     if not rows:
         console.print(f"no evaluations in {where}; `robustlab evaluate RUN` records them (or use --scan runs)")
-    for table in render_tables(rows, limit):
+    for table in render_tables(rows, limit or None):
         console.print(table)
     for path, fmt in ((csv_out, "csv"), (json_out, "json")):
         if path is not None:

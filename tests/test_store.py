@@ -101,8 +101,8 @@ def test_failed_write_rolls_back_the_whole_transaction(tmp_path: Path) -> None:
             store.record_many([(make_result(tag="lost"), None, None), (bad, None, None)])
         with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:  # fails inside the transaction
             conn.execute("INSERT INTO evaluations (created_at, dataset, threat_norm, threat_eps, n, clean_accuracy, "
-                         "worst_case_accuracy, result_json) VALUES (1, 'm', 'linf', 0.3, 1, 1, 1, '{}')")
-            conn.execute("INSERT INTO evaluations (id) VALUES (1)")  # duplicate key
+                         "worst_case_accuracy) VALUES (1, 'm', 'linf', 0.3, 1, 1, 1)")
+            conn.execute("INSERT INTO evaluation_json (eval_id, result_json) VALUES (1, '{}')")  # duplicate key
         assert [store.get(r["id"]).sanity["tag"] for r in store.rows()] == ["kept"]
 
 

@@ -136,10 +136,13 @@ class ResultsStore:
         found = self.conn.execute("SELECT id FROM evaluations WHERE result_sha = ?", (row["result_sha"],)).fetchone()
         if found:
             return int(found[0])
+        row = dict(row)
+        text = row.pop("result_json")
         cur = self.conn.execute(f"INSERT INTO evaluations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                                 tuple(row.values()))
         eval_id = int(cur.lastrowid)
-        attacks = json.loads(row["result_json"])["robust_accuracy"]
+        self.conn.execute("INSERT INTO evaluation_json (eval_id, result_json) VALUES (?, ?)", (eval_id, text))
+        attacks = json.loads(text)["robust_accuracy"]
         self.conn.executemany("INSERT INTO attack_accuracy (eval_id, position, attack, accuracy) VALUES (?, ?, ?, ?)",
                               [(eval_id, i, a, float(acc)) for i, (a, acc) in enumerate(attacks.items())])
         return eval_id
@@ -185,7 +188,7 @@ class ResultsStore:
 
     def get(self, eval_id: int) -> EvaluationResult:
         """The stored result, exactly as recorded."""
-        row = self.conn.execute("SELECT result_json FROM evaluations WHERE id = ?", (eval_id,)).fetchone()
+        row = self.conn.execute("SELECT result_json FROM evaluation_json WHERE eval_id = ?", (eval_id,)).fetchone()
         if row is None:
             raise StoreError(f"no evaluation with id {eval_id} in {self.path}")
         return EvaluationResult(**json.loads(row[0]))
@@ -204,9 +207,12 @@ class ResultsStore:
         sql = f"SELECT {', '.join(BOARD_COLUMNS)} FROM evaluations"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        out = [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+        cur = self.conn.cursor()
+        cur.row_factory = None  # plain tuples: much faster than sqlite3.Row for 10,000 rows
+        out = [dict(zip(BOARD_COLUMNS, t)) for t in cur.execute(sql + " ORDER BY id", args).fetchall()]
         for r in out:
-            r["sanity_warnings"] = json.loads(r["sanity_warnings"] or "[]")
+            w = r["sanity_warnings"]
+            r["sanity_warnings"] = json.loads(w) if w and w != "[]" else []
         return out
 
     def distinct(self, column: str) -> list[str]:

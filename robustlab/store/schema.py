@@ -2,7 +2,9 @@
 
 v1 (the first layout) held one row per evaluation with the headline numbers and the full result as JSON; v2 adds
 the run's preset, scale, protocol, sanity flags, timings, versions, config hash and published numbers, one row per
-attack in ``attack_accuracy``, a content hash that makes recording the same result twice a no-op, and indexes.
+attack in ``attack_accuracy``, a content hash that makes recording the same result twice a no-op, and indexes; the
+full result JSON (large: per-sample flags) moves to ``evaluation_json`` so leaderboard scans never read it
+(``DROP COLUMN`` needs SQLite >= 3.35).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ CREATE TABLE attack_accuracy (
     accuracy REAL NOT NULL,
     PRIMARY KEY (eval_id, position)
 );
+CREATE TABLE evaluation_json (
+    eval_id INTEGER PRIMARY KEY REFERENCES evaluations(id) ON DELETE CASCADE,
+    result_json TEXT NOT NULL
+);
+INSERT INTO evaluation_json (eval_id, result_json) SELECT id, result_json FROM evaluations;
+ALTER TABLE evaluations DROP COLUMN result_json;
 CREATE UNIQUE INDEX evaluations_result_sha ON evaluations(result_sha);
 CREATE INDEX evaluations_board ON evaluations(dataset, threat_norm, threat_eps, worst_case_accuracy);
 CREATE INDEX evaluations_run_dir ON evaluations(run_dir);
