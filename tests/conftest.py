@@ -26,6 +26,7 @@ def mnist_available() -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep dataset caches inside a per-session temp dir, never the user's home."""
+    """Keep dataset caches and the results store inside a per-session temp dir, never the user's home or runs/."""
     cache = tmp_path_factory.getbasetemp() / "dataset-cache"
     monkeypatch.setenv("ROBUSTLAB_DATA_DIR", str(cache))
+    monkeypatch.setenv("ROBUSTLAB_STORE", str(tmp_path_factory.getbasetemp() / "results.sqlite"))
