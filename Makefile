@@ -33,12 +33,12 @@ browser:
 	  || echo "note: could not install Debian's chromium; the HTML report browser tests will skip"; \
 	else echo "note: the HTML report tests use Debian's chromium (sudo apt-get install chromium); they skip without it"; fi
 
-setup: $(STAMP) datasets browser
+setup: $(STAMP) datasets
 
 demo: setup
 	$(VENV)/bin/robustlab demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
