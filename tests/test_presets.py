@@ -102,7 +102,9 @@ def test_every_preset_builds_objective_model_and_attacks(scale: str) -> None:
         if name in REQUIRED:
             continue
         assert p.description and p.reference and p.published.get("source"), name
-        assert set(p.published) & {"clean", "pgd", "autoattack"}, name
+        numbers = {k: v for k, v in p.published.items() if k != "source" and v is not None}
+        # a row chases published numbers, or says in its notes why the source has none (victims, new datasets)
+        assert numbers or "no published" in p.notes.lower(), name
         sweep = p.published.get("eps_sweep", {})
         assert set(sweep) <= set(p.eval.eps_sweep), name  # every published sweep point is measured
 
