@@ -4,6 +4,7 @@ attacks; table rows carry the published budget and numbers; variants merge in or
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,13 @@ SWEEP_MNIST = [0.3, 0.325, 0.35, 0.375, 0.4, 0.425]
 
 
 @functools.cache
-def _model(name: str, dataset: str, kwargs: tuple) -> torch.nn.Module:
-    return create_model(name, dataset, **dict(kwargs))
+def _cached_model(name: str, dataset: str, kwargs_json: str) -> torch.nn.Module:
+    return create_model(name, dataset, **json.loads(kwargs_json))
+
+
+def _model(name: str, dataset: str, kwargs: dict) -> torch.nn.Module:
+    """Each distinct architecture is built once (kwargs may hold lists: ensemble members)."""
+    return _cached_model(name, dataset, json.dumps(kwargs, sort_keys=True))
 
 
 def test_table_presets_are_listed() -> None:
@@ -97,7 +103,7 @@ def test_every_preset_builds_objective_model_and_attacks(scale: str) -> None:
         p = load_preset(name, scale)
         assert p.name == name and p.train.name == ("demo" if name == "demo" else f"{name}-{scale}")
         create_objective(p.train.objective)
-        model = _model(p.train.model.name, p.train.data.dataset, tuple(sorted(p.train.model.kwargs.items())))
+        model = _model(p.train.model.name, p.train.data.dataset, p.train.model.kwargs)
         assert len(named_attacks(model, p.eval.attacks)) == len(p.eval.attacks)
         if name in REQUIRED:
             continue
@@ -228,13 +234,13 @@ def test_latent_objectives_find_their_latent() -> None:
         obj = load_preset(name, "quick").train
         if obj.objective.name not in ("adr", "ascl"):
             continue
-        model = _model(obj.model.name, obj.data.dataset, tuple(sorted(obj.model.kwargs.items())))
+        model = _model(obj.model.name, obj.data.dataset, obj.model.kwargs)
         check_latent_layer(model, obj.objective.params.get("latent_layer"))
 
 
 def test_adr_latent_layers_exist() -> None:
     """supp Table 3's split points are real adr-cnn layers (an unknown name fails only at the first step)."""
-    model = _model("adr-cnn", "mnist", ())
+    model = _model("adr-cnn", "mnist", {})
     x = torch.rand(2, 1, 28, 28)
     widths = []
     for v in ["s3-g2conv", "s3-g3conv", "s3-g4conv", "s3-g4conv-1fc", "s3-g4conv-2fc"]:
