@@ -203,3 +203,20 @@ def test_tensorboard_logs_scalars_and_grid_without_changing_training(tmp_path: P
     assert [e.value for e in ea.Scalars("train/loss")] == pytest.approx([row["train_loss"]])
     (img,) = ea.Images("examples/clean_adversarial_perturbation_x10")
     assert (img.width, img.height) == (8 * 30 + 2, 3 * 30 + 2)  # 8 images, rows clean/adversarial/perturbation
+
+
+def test_an_ensemble_run_report_holds_its_transferability_matrix(tmp_path: Path, mnist_available: None) -> None:
+    model = {"name": "ensemble", "kwargs": {"member": "mlp", "k": 2, "member_kwargs": {"hidden": [16]}}}
+    run = tmp_path / "ens"
+    Trainer(tiny_config(epochs=1, max_steps_per_epoch=2, model=model), run, show_progress=False).fit()
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        html = build_run_report(run, store, grid_n=2, grid_steps=2)
+    table = re.search(r'<table id="transferability">(.*?)</table>', html, re.S)
+    assert table is not None, "an ensemble's report shows the a^(i,j) matrix"
+    rows = re.findall(r"<tr><td>from (\w+)</td>((?:<td[^>]*>[\d.]+%</td>)+)</tr>", table.group(1))
+    assert [r[0] for r in rows] == ["1", "2", "en"] and all(r[1].count("%") == 3 for r in rows)
+    assert "T = " in html and "a_single = " in html
+    with ResultsStore(tmp_path / "s2.sqlite") as store:  # a single model's report has no such section
+        plain = tmp_path / "plain"
+        Trainer(tiny_config(epochs=1, max_steps_per_epoch=2), plain, show_progress=False).fit()
+        assert 'id="transferability"' not in build_run_report(plain, store, grid_n=2, grid_steps=2)

@@ -23,6 +23,7 @@ from robustlab.store.db import ResultsStore
 from robustlab.utils.io import atomic_write_text, read_jsonl
 
 REPORT_NAME = "report.html"
+TRANSFER_N = 64  # test points for an ensemble's transferability matrix
 
 
 @dataclass
@@ -192,37 +193,80 @@ def _sanity_section(store: ResultsStore, evals: list[dict[str, Any]]) -> list[st
     return out
 
 
-def _grid_section(st: RunState, evals: list[dict[str, Any]], grid_n: int, steps: int, device: str) -> list[str]:
+@dataclass
+class _Attacked:
+    """The run's model, its first test points and the threat model the report's attacks use."""
+
+    model: Any
+    x: Any
+    y: Any
+    threat: Any
+    checkpoint: str
+
+
+def _load_attacked(st: RunState, evals: list[dict[str, Any]], n: int, device: str) -> _Attacked | str:
+    """The model and ``n`` test points for the report's own attacks, or a notice saying why there are none."""
     from robustlab.data import load_dataset
-    from robustlab.report.adversarial import adversarial_grid_png, quick_pgd
     from robustlab.threat import ThreatModel
     from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.device import model_device
 
-    out = ["<h2>Adversarial examples</h2>"]
     if st.checkpoint is None:
-        return [*out, H.notice("No checkpoint yet, so no adversarial examples.")]
+        return "No checkpoint yet, so no adversarial examples."
     if evals:
         norm, eps = evals[-1]["threat_norm"], evals[-1]["threat_eps"]
     else:
         attack = (st.config.get("objective") or {}).get("attack") or {}
         norm, eps = attack.get("norm"), attack.get("eps")
     if norm is None or eps is None:
-        return [*out, H.notice("No threat model known (no evaluation and no training attack).")]
+        return "No threat model known (no evaluation and no training attack)."
     try:
         model, meta = load_trained_model(st.run_dir, st.checkpoint, device)
         data = load_dataset(meta["dataset"], "test")
     except RobustlabError as exc:
-        return [*out, H.notice(f"Could not load the model or its test set: {exc}", "error")]
-    k = min(grid_n, len(data))
-    dev = next(model.parameters()).device
-    x, y = data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
-    threat = ThreatModel(norm, eps)
-    x_adv, pred, pred_adv = quick_pgd(model, x, y, threat, steps=steps)
-    title = f"{st.checkpoint} checkpoint, PGD-{steps} {norm} eps={eps:.4g}, first {k} test points"
+        return f"Could not load the model or its test set: {exc}"
+    k = min(n, len(data))
+    dev = model_device(model)
+    return _Attacked(model, data.float_images(range(k)).to(dev), data.labels[:k].to(dev), ThreatModel(norm, eps),
+                     st.checkpoint)
+
+
+def _grid_section(loaded: _Attacked | str, grid_n: int, steps: int) -> list[str]:
+    from robustlab.report.adversarial import adversarial_grid_png, quick_pgd
+
+    out = ["<h2>Adversarial examples</h2>"]
+    if isinstance(loaded, str):
+        return [*out, H.notice(loaded, "error" if loaded.startswith("Could not") else "notice")]
+    x, y, threat = loaded.x[:grid_n], loaded.y[:grid_n], loaded.threat
+    x_adv, pred, pred_adv = quick_pgd(loaded.model, x, y, threat, steps=steps)
+    title = (f"{loaded.checkpoint} checkpoint, PGD-{steps} {threat.norm} eps={threat.eps:.4g}, "
+             f"first {len(x)} test points")
     png = adversarial_grid_png(x.cpu(), x_adv.cpu(), y.cpu(), pred.cpu(), pred_adv.cpu(), title=title)
     return [*out, H.png_img(png, "adversarial examples"),
-            f"<p>Rows: clean, adversarial (PGD-{steps}, {H.esc(norm)} eps={eps:.4g}), perturbation magnified ten "
-            "times around grey. Red titles: the attack changed the prediction.</p>"]
+            f"<p>Rows: clean, adversarial (PGD-{steps}, {H.esc(threat.norm)} eps={threat.eps:.4g}), perturbation "
+            "magnified ten times around grey. Red titles: the attack changed the prediction.</p>"]
+
+
+def _transfer_section(loaded: _Attacked | str, steps: int) -> list[str]:
+    """For an ensemble: the a^(i,j) transferability matrix of PGD examples among its members and the ensemble."""
+    from robustlab.analysis.transferability import transferability
+    from robustlab.attacks import PGD
+    from robustlab.models.ensemble import is_ensemble
+
+    if isinstance(loaded, str) or not is_ensemble(loaded.model):
+        return []
+    threat = loaded.threat
+    res = transferability(loaded.model, loaded.x, loaded.y, lambda m: PGD(m, threat, steps=steps),
+                          label=f"PGD-{steps} {threat.norm} eps={threat.eps:.4g}")
+    rows = [[H.cell(f"from {src}"), *(H.cell(f"{v:.1f}%", num=True) for v in row)]
+            for src, row in zip(res.names, res.accuracy)]
+    subsets = ", ".join(f"S{k} {v:.1f}%" for k, v in res.subsets.items())
+    return ["<h2>Transferability among the ensemble's members</h2>",
+            H.table(["source \\ target", *res.names], rows, table_id="transferability"),
+            f"<p>Accuracy of each target (columns) on adversarial examples crafted against each source (rows),"
+            f" {H.esc(res.attack)}, first {res.n} test points. T = {res.T:.1f}, nT = {res.nT:.1f},"
+            f" a_single = {res.a_single:.1f}; {H.esc(subsets)} (bit k = member k right on the ensemble's examples)."
+            "</p>"]
 
 
 # --------------------------------------------------------------------------------------------------- pages
@@ -233,11 +277,13 @@ def build_run_report(run_dir: str | Path, store: ResultsStore, *, grid_n: int = 
     store.import_run(st.run_dir)
     evals = store.rows(run_dir=st.run_dir)
     attacks = store.attack_accuracies(e["id"] for e in evals)
+    loaded = _load_attacked(st, evals, max(grid_n, TRANSFER_N), device)
     body = [f"<h1>Run {H.esc(st.run_dir.name)}</h1>",
             f"<p>Folder <code>{H.esc(st.run_dir.resolve())}</code>; results store <code>{H.esc(store.path)}</code>; "
             f"page written {datetime.now():%Y-%m-%d %H:%M:%S}.</p>",
             *_status_section(st, evals), *_evaluations_section(evals, attacks), *_curves_section(st),
-            *_sweep_section(store, evals, st), *_grid_section(st, evals, grid_n, grid_steps, device),
+            *_sweep_section(store, evals, st), *_grid_section(loaded, grid_n, grid_steps),
+            *_transfer_section(loaded, grid_steps),
             *_sanity_section(store, evals), *_config_section(st)]
     return H.page(f"robustlab report: {st.run_dir.name}", body)
 
