@@ -37,6 +37,8 @@ MNIST = Info("mnist", 10, (1, 28, 28), (0.0,), (1.0,))
 CIFAR = Info("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
 ALIASES = {"wrn-34-10": 46_160_474, "wrn-28-10": 36_479_194}
 SMALL = {"wide-resnet": {"depth": 10, "widen_factor": 1}}
+# Models built from other models (their own tests: test_ensemble.py, test_carso.py); not single ClassifierNets.
+COMPOSITES = {"ensemble", "carso"}
 
 
 def n_params(model: nn.Module) -> int:
@@ -44,13 +46,14 @@ def n_params(model: nn.Module) -> int:
 
 
 def test_registry_has_the_documented_names():
-    expected = {"small-cnn", "cw-cnn", "adr-cnn", "resnet20", "preact-resnet18", "wide-resnet", "mlp", *ALIASES}
+    expected = {"small-cnn", "cw-cnn", "adr-cnn", "resnet20", "preact-resnet18", "wide-resnet", "mlp", *ALIASES,
+                *COMPOSITES}
     assert set(list_models()) == expected
     assert list_models() == sorted(list_models())
 
 
 @pytest.mark.parametrize("info", [MNIST, CIFAR], ids=["1x28x28", "3x32x32"])
-@pytest.mark.parametrize("name", [n for n in sorted(set(list_models()) - set(ALIASES))])
+@pytest.mark.parametrize("name", [n for n in sorted(set(list_models()) - set(ALIASES) - COMPOSITES)])
 def test_every_model_shapes_latent_and_gradients(name, info):
     torch.manual_seed(0)
     model = create_model(name, info, **SMALL.get(name, {})).eval()
