@@ -234,3 +234,10 @@ def test_fallback_table_without_the_data_package(monkeypatch):
     assert create_model("small-cnn", "mnist").model_spec["dataset"] == "mnist"
     with pytest.raises(UnknownNameError, match="cifar10"):
         create_model("small-cnn", "cifar-100")
+
+
+def test_plugin_models_are_listed_and_missing_required_options_are_clear():
+    """carso lives in robustlab.purification; the registry lists it and builds it on first use."""
+    assert "carso" in list_models()
+    with pytest.raises(ConfigError, match="needs option\\(s\\) layers"):
+        create_model("carso", MNIST)

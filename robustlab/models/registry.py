@@ -6,6 +6,7 @@ mean/std, so callers always feed images in [0, 1]. Names are case-insensitive an
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,14 +71,20 @@ def register_model(name: str, *, overwrite: bool = False) -> Callable[[Builder],
     return deco
 
 
+# Models defined outside robustlab.models (they build on it, so it cannot import them): registered on first use.
+_PLUGINS = {"carso": "robustlab.purification.carso"}
+
+
 def list_models() -> list[str]:
-    """Sorted names of all registered models (aliases included)."""
-    return sorted(_REGISTRY)
+    """Sorted names of all registered models (aliases and not-yet-imported plugin models included)."""
+    return sorted(set(_REGISTRY) | set(_PLUGINS))
 
 
 def get_builder(name: str) -> Builder:
     """The builder registered under ``name``; ``UnknownNameError`` lists the valid names."""
     key = _key(name)
+    if key not in _REGISTRY and key in _PLUGINS:
+        importlib.import_module(_PLUGINS[key])  # registers it
     if key not in _REGISTRY:
         raise UnknownNameError(unknown_name_message("model", [name], list_models()))
     return _REGISTRY[key]
@@ -138,3 +145,7 @@ def _check_kwargs(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
             f"model {_key(name)!r} does not take option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(allowed) if allowed else '(none)'}"
         )
+    required = [p.name for p in params[3:] if p.kind is p.KEYWORD_ONLY and p.default is inspect.Parameter.empty]
+    missing = [r for r in required if r not in kwargs]
+    if missing:
+        raise ConfigError(f"model {_key(name)!r} needs option(s) {', '.join(missing)} (set them in model.kwargs)")
