@@ -148,29 +148,26 @@ class ProtocolSettings(Strict):
 _MNIST_EVAL = {"norm": "linf", "eps": 0.3, "unseen": {"linf": 0.3, "l2": 2.0, "l1": 10.0}}
 _CIFAR_EVAL = {"norm": "linf", "eps": 8 / 255, "unseen": {"linf": 8 / 255, "l2": 0.5, "l1": 12.0}}
 
+# MNIST and Fashion-MNIST share their budgets (28x28 grayscale, the same purifier size).
+_GRAYSCALE_SCALES: dict[str, Any] = {
+    "quick": {"atop": {"train_subset": 4096, "pretrain": {"epochs": 2, "batch_size": 64, "lr": 5e-4},
+                       "purifier": {"width": 16, "disc_width": 16},
+                       "finetune": {"epochs": 1, "batch_size": 32, "lr": 2e-4}},
+              "eval": {"n": 200, "eot_samples": 4, "apgd_steps": 20, "c_steps": 40, "unseen_steps": 20}},
+    "paper": {"atop": {"pretrain": {"epochs": 20}, "finetune": {"epochs": 10}}},
+}
+
 #: Purifier settings of each bundled AToP preset, per scale; the classifier part is the YAML preset of the same name.
 ATOP_PRESETS: dict[str, dict[str, Any]] = {
     "atop-mnist": {
         "atop": {"dataset": "mnist", "finetune": {"attack": {"name": "fgsm", "norm": "linf", "eps": 0.3}}},
         "eval": _MNIST_EVAL,
-        "scales": {
-            "quick": {"atop": {"train_subset": 4096, "pretrain": {"epochs": 2, "batch_size": 64, "lr": 5e-4},
-                               "purifier": {"width": 16, "disc_width": 16},
-                               "finetune": {"epochs": 1, "batch_size": 32, "lr": 2e-4}},
-                      "eval": {"n": 200, "eot_samples": 4, "apgd_steps": 20, "c_steps": 40, "unseen_steps": 20}},
-            "paper": {"atop": {"pretrain": {"epochs": 20}, "finetune": {"epochs": 10}}},
-        },
+        "scales": _GRAYSCALE_SCALES,
     },
     "atop-fashion-mnist": {
         "atop": {"dataset": "fashion-mnist", "finetune": {"attack": {"name": "fgsm", "norm": "linf", "eps": 0.1}}},
         "eval": {**_MNIST_EVAL, "eps": 0.1, "unseen": {"linf": 0.1, "l2": 1.5, "l1": 10.0}},
-        "scales": {
-            "quick": {"atop": {"train_subset": 4096, "pretrain": {"epochs": 2, "batch_size": 64, "lr": 5e-4},
-                               "purifier": {"width": 16, "disc_width": 16},
-                               "finetune": {"epochs": 1, "batch_size": 32, "lr": 2e-4}},
-                      "eval": {"n": 200, "eot_samples": 4, "apgd_steps": 20, "c_steps": 40, "unseen_steps": 20}},
-            "paper": {"atop": {"pretrain": {"epochs": 20}, "finetune": {"epochs": 10}}},
-        },
+        "scales": _GRAYSCALE_SCALES,
     },
     "atop-cifar10": {
         "atop": {"dataset": "cifar10", "val_size": 1000},
