@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from robustlab.errors import CheckpointError, InputError
 from robustlab.models.fingerprint import model_fingerprint, shapes_sha, unwrap_model
-from robustlab.utils.io import atomic_write_bytes
+from robustlab.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 WEIGHTS_FORMAT = "robustlab-weights-v1"
 TENSORS_FORMAT = "robustlab-tensors-v1"
@@ -341,3 +341,41 @@ __all__ = [
     "save_tensors",
     "save_weights",
 ]
+
+
+# --------------------------------------------------------------------------- two-phase training checkpoints
+def commit_checkpoint(
+    ckpt_dir: Path,
+    module: nn.Module,
+    sidecar: dict[str, Tensor],
+    state: dict[str, Any],
+    *,
+    step: int,
+    state_key: str,
+    meta: dict[str, Any],
+    sidecar_meta: dict[str, str],
+) -> dict[str, Any]:
+    """Commit a resumable checkpoint in two phases; returns the state as written.
+
+    The sidecar (optimizer state and anything else that must move with the weights) goes to
+    ``optim-<step>.safetensors`` first; then ``last.safetensors`` (the weights, whose metadata under ``state_key``
+    holds ``state`` plus the sidecar's name and sha256) replaces the old one atomically; then older sidecars are
+    removed. A kill at any moment leaves a consistent pair. ``last.json`` mirrors the state (``*_meta`` left out).
+    """
+    name = f"optim-{step:09d}.safetensors"
+    save_tensors(ckpt_dir / name, sidecar, sidecar_meta)
+    full = {**state, "optimizer_file": name, "optimizer_sha256": sha256_file(ckpt_dir / name)}
+    save_weights(ckpt_dir / "last.safetensors", module, {**meta, state_key: json.dumps(full)})
+    atomic_write_json(ckpt_dir / "last.json", {k: v for k, v in full.items() if not k.endswith("_meta")})
+    for old in ckpt_dir.glob("optim-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return full
+
+
+def read_sidecar(ckpt_dir: Path, state: dict[str, Any]) -> dict[str, Tensor]:
+    """The sidecar tensors a committed state names, after checking they are the ones committed with the weights."""
+    path = ckpt_dir / state["optimizer_file"]
+    if not path.exists() or sha256_file(path) != state["optimizer_sha256"]:
+        raise CheckpointError(f"optimizer state {path} is missing or does not match the weights (corrupt run folder)")
+    return load_tensors(path)[0]

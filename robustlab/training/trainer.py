@@ -27,7 +27,13 @@ import yaml
 from torch import nn
 
 from robustlab.attacks.spec import build_attack
-from robustlab.checkpoint import load_tensors, load_weights, read_metadata, save_tensors, save_weights
+from robustlab.checkpoint import (
+    commit_checkpoint,
+    load_weights,
+    read_metadata,
+    read_sidecar,
+    save_weights,
+)
 from robustlab.data import ImageData, augment, load_dataset
 from robustlab.errors import CheckpointError, ConfigError
 from robustlab.evaluation.robust import NamedAttack, robust_flags
@@ -38,7 +44,7 @@ from robustlab.training.config import AttackConfig, TrainConfig
 from robustlab.training.objectives import create_objective
 from robustlab.training.schedules import lr_factor
 from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
-from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
 
@@ -191,16 +197,9 @@ class Trainer:
         tensors, opt_meta = optimizer_to_tensors(self.optimizer)
         if self.objective_module is not None:
             tensors.update({_MODULE_PREFIX + k: v for k, v in self.objective_module.state_dict().items()})
-        optim_name = f"optim-{state['global_step']:09d}.safetensors"
-        save_tensors(self.ckpt_dir / optim_name, tensors, {"format": "robustlab-optimizer-v1"})
-        state = {**state, "optimizer_file": optim_name, "optimizer_sha256": sha256_file(self.ckpt_dir / optim_name),
-                 "optimizer_meta": opt_meta}
-        meta = self._weights_meta(trainer_state=json.dumps(state))
-        save_weights(self.ckpt_dir / "last.safetensors", self.model, meta)
-        atomic_write_json(self.ckpt_dir / "last.json", {k: v for k, v in state.items() if k != "optimizer_meta"})
-        for old in self.ckpt_dir.glob("optim-*.safetensors"):
-            if old.name != optim_name:
-                old.unlink(missing_ok=True)
+        commit_checkpoint(self.ckpt_dir, self.model, tensors, {**state, "optimizer_meta": opt_meta},
+                          step=state["global_step"], state_key="trainer_state", meta=self._weights_meta(),
+                          sidecar_meta={"format": "robustlab-optimizer-v1"})
 
     def _save_best(self, epoch: int, val: dict[str, float]) -> None:
         if not self.dist.is_main:
@@ -227,9 +226,7 @@ class Trainer:
                 f"vs {self.hash}); use a new run name or --fresh to start over"
             )
         load_weights(last, self.model, expected={"dataset": self.info.name})
-        tensors, _ = load_tensors(self.ckpt_dir / state["optimizer_file"])
-        if sha256_file(self.ckpt_dir / state["optimizer_file"]) != state["optimizer_sha256"]:
-            raise CheckpointError("optimizer state does not match the weights checkpoint (corrupt run folder)")
+        tensors = read_sidecar(self.ckpt_dir, state)
         module_sd = {k[len(_MODULE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODULE_PREFIX)}
         if (self.objective_module is None) != (not module_sd):
             raise CheckpointError(f"objective {self.cfg.objective.name!r} and the checkpoint in {self.ckpt_dir} "

@@ -22,7 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.spec import build_attack
-from robustlab.checkpoint import load_tensors, load_weights, read_metadata, save_tensors, save_weights
+from robustlab.checkpoint import (
+    commit_checkpoint,
+    load_weights,
+    read_metadata,
+    read_sidecar,
+    save_weights,
+)
 from robustlab.data import ImageData, dataset_info, load_dataset
 from robustlab.errors import CheckpointError, ConfigError, InputError
 from robustlab.purification.atop.config import AToPConfig
@@ -30,7 +36,7 @@ from robustlab.purification.atop.losses import atop_loss, discriminator_loss, ge
 from robustlab.purification.atop.pipeline import AToPDefense, PurifierPass, freeze_classifier, purify
 from robustlab.purification.atop.purifiers import PatchDiscriminator, _ShapeChecked, build_purifier
 from robustlab.training.trainer import optimizer_from_tensors, optimizer_to_tensors
-from robustlab.utils.io import atomic_write_json, sha256_file
+from robustlab.utils.io import atomic_write_json
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import derive_seed
 
@@ -215,19 +221,13 @@ class PurifierTrainer:
             d_tensors, d_meta = optimizer_to_tensors(self.opt_d)
             tensors.update({f"d.{k}": v for k, v in d_tensors.items()})
             tensors.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
-        name = f"optim-{state['global_step']:09d}.safetensors"
-        save_tensors(self.ckpt_dir / name, tensors, {"format_detail": "robustlab-atop-optimizer-v1"})
-        full = {**state, "optimizer_file": name, "optimizer_sha256": sha256_file(self.ckpt_dir / name),
-                "g_meta": g_meta, "d_meta": d_meta}
-        meta = purifier_metadata(self.cfg, self.purifier, atop_state=json.dumps(full))
-        save_weights(self.ckpt_dir / "last.safetensors", self.purifier, meta)
-        atomic_write_json(self.ckpt_dir / "last.json", {k: v for k, v in full.items() if not k.endswith("_meta")})
+        commit_checkpoint(self.ckpt_dir, self.purifier, tensors, {**state, "g_meta": g_meta, "d_meta": d_meta},
+                          step=state["global_step"], state_key="atop_state",
+                          meta=purifier_metadata(self.cfg, self.purifier),
+                          sidecar_meta={"format_detail": "robustlab-atop-optimizer-v1"})
         if extra_copy is not None:
             save_weights(self.ckpt_dir / f"{extra_copy}.safetensors", self.purifier,
                          purifier_metadata(self.cfg, self.purifier, phase=extra_copy))
-        for old in self.ckpt_dir.glob("optim-*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
 
     def _try_resume(self) -> dict[str, Any] | None:
         last = self.ckpt_dir / "last.safetensors"
@@ -244,10 +244,7 @@ class PurifierTrainer:
             raise ConfigError(f"run folder {self.run_dir} fine-tunes another classifier (weights digest "
                               f"{state.get('classifier_sha')} vs {self.classifier_sha}); pass the same classifier")
         load_weights(last, self.purifier, expected={"dataset": self.cfg.dataset})
-        opt_path = self.ckpt_dir / state["optimizer_file"]
-        if not opt_path.exists() or sha256_file(opt_path) != state["optimizer_sha256"]:
-            raise CheckpointError(f"optimizer state {opt_path} is missing or does not match the weights (corrupt run)")
-        tensors, _ = load_tensors(opt_path)
+        tensors = read_sidecar(self.ckpt_dir, state)
         self._new_optimizers(state["phase"])
         assert self.opt_g is not None
         optimizer_from_tensors(self.opt_g, {k[2:]: v for k, v in tensors.items() if k.startswith("g.")},
