@@ -135,6 +135,43 @@ def test_vae_loss_is_sum_bce_plus_beta_kl() -> None:
     assert loss.item() == pytest.approx(bce.item() + 0.5 * kl.item())
 
 
+def test_vae_loss_from_logits_equals_probabilities_and_keeps_gradient() -> None:
+    z = torch.tensor([[[[-3.0, 0.5], [2.0, -200.0]]]], requires_grad=True)  # the last pixel is saturated
+    tgt = torch.tensor([[[[0.0, 1.0], [0.3, 1.0]]]])
+    mu, logvar = torch.zeros(1, 2), torch.zeros(1, 2)
+    _, bce_logits, _ = vae_loss(z, tgt, mu, logvar, beta=1.0, logits=True)
+    _, bce_prob, _ = vae_loss(torch.sigmoid(z[..., :1, :]), tgt[..., :1, :], mu, logvar, beta=1.0)
+    _, bce_first_row, _ = vae_loss(z[..., :1, :], tgt[..., :1, :], mu, logvar, beta=1.0, logits=True)
+    assert bce_first_row.item() == pytest.approx(bce_prob.item(), rel=1e-6)
+    second_row = (math.log1p(math.exp(2.0)) - 0.3 * 2.0) + 200.0  # softplus(l) - t l per pixel; exact at l = -200
+    assert bce_logits.item() == pytest.approx(bce_first_row.item() + second_row, rel=1e-6)
+    bce_logits.backward()
+    assert z.grad is not None and z.grad[0, 0, 1, 1].item() == pytest.approx(-1.0)  # sigmoid - target, not 0
+
+
+def test_radam_training_from_the_first_step_stays_finite() -> None:
+    """Regression: the summed loss under RAdam's first (SGD-like) steps sent the decoder to NaN; the default mean
+    reduction on the logits BCE trains from step one."""
+    from robustlab.purification.carso.objective import CARSOObjective
+    from robustlab.training.config import ObjectiveConfig
+
+    m = _carso()
+    objective = CARSOObjective(ObjectiveConfig(name="carso", attack=AttackConfig(name="fgsm", norm="linf", eps=0.3),
+                                               params={"adv_fraction": 0.0}))
+    opt = torch.optim.RAdam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    x, y = torch.rand(32, 1, 28, 28).round(), torch.randint(0, 10, (32,))
+    m.train()
+    first = None
+    for _ in range(12):
+        loss, metrics = objective.loss(m, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert math.isfinite(metrics["bce_per_image"])
+        first = metrics["bce_per_image"] if first is None else first
+    assert metrics["bce_per_image"] < first
+
+
 def test_lookahead_matches_hand_update_and_resumes() -> None:
     w = torch.nn.Parameter(torch.tensor([1.0]))
     opt = Lookahead(torch.optim.SGD([w], lr=0.1), k=2, alpha=0.5)

@@ -119,8 +119,12 @@ class Decoder(nn.Module):
         c0, s0 = start
         self.stem = nn.Sequential(nn.Linear(in_features, c0 * s0 * s0), nn.LeakyReLU(0.2),
                                   nn.Unflatten(1, (c0, s0, s0)))
-        self.body = nn.Sequential(*ups, head, nn.Sigmoid())
+        self.body = nn.Sequential(*ups, head)
+
+    def logits(self, zc: Tensor) -> Tensor:
+        """Pre-sigmoid reconstructions (N, C, H, W): training takes its BCE from these, which never saturates."""
+        return self.body(self.stem(zc))
 
     def forward(self, zc: Tensor) -> Tensor:
         """Reconstructions (N, C, H, W) in [0, 1]."""
-        return self.body(self.stem(zc))
+        return torch.sigmoid(self.logits(zc))

@@ -123,12 +123,17 @@ class CARSO(nn.Module):
         acts, _ = self.extractor.extract(x_norm, keep_graph=keep, forward=self.classifier.net)
         return self.cond(torch.cat([m(a) for m, a in zip(self.compressors, acts)], dim=1))
 
-    def reconstruct(self, x_norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Training path: (reconstruction in [0, 1], mu, logvar); the representation is taken without graph."""
+    def reconstruct_logits(self, x_norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training path: (pre-sigmoid reconstruction, mu, logvar); the representation is taken without graph."""
         c = self.condition(x_norm, keep_graph=False)
         h = self.joint(torch.cat([self.pre_encoder(x_norm), c], dim=1))
         mu, logvar = self.neck(h)
-        return self.decoder(torch.cat([reparameterise(mu, logvar), c], dim=1)), mu, logvar
+        return self.decoder.logits(torch.cat([reparameterise(mu, logvar), c], dim=1)), mu, logvar
+
+    def reconstruct(self, x_norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training path: (reconstruction in [0, 1], mu, logvar)."""
+        rec_logits, mu, logvar = self.reconstruct_logits(x_norm)
+        return torch.sigmoid(rec_logits), mu, logvar
 
     def sample_reconstructions(self, x_norm: Tensor, ensemble_size: int | None = None) -> Tensor:
         """(B, E, C, H, W) reconstructions from the prior (z = 0 for every sample when ``sampling="mean"``)."""

@@ -4,13 +4,14 @@ reconstruction targets, loss = summed pixel BCE + beta * KL with the lag-then-ra
 Registered as objective ``carso``. Its ``attack`` section is the strong PGD (the released code: 40 steps, step 0.01,
 random start); by default the attack set is, in the released order, PGD weak, PGD strong, FGSM weak, FGSM strong,
 weak eps = ``eps_weak`` (default: half the strong eps). ``attacks`` replaces the set. Both losses are sums over the
-batch (not means), as in the code; under torchrun gradients are averaged over ranks, i.e. the loss is a per-rank sum.
+batch in the code (``reduction="sum"``); the default divides that sum by the batch size (see ``CARSOParams``).
+The BCE is taken from the decoder's pre-sigmoid output, so a saturated pixel keeps its gradient.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,11 @@ class CARSOParams(BaseModel):
     beta_lag_epochs: float = Field(default=0.0, ge=0)
     beta_ramp_epochs: float = Field(default=0.0, ge=0)
     beta_per_epoch: bool = True  # the code steps beta once per epoch; False: continuous in fractional epochs
+    # "sum" (the code): BCE and KL summed over the batch. "mean" (default): the same sum divided by the batch size.
+    # Adam-type steps are scale-free, so the two differ only in RAdam's first ~5 un-rectified steps, which are
+    # plain SGD steps of size lr * gradient: on the summed loss they sent an MNIST decoder to NaN at lr 2.5e-5
+    # (batch 256, measured), while the mean trains at lr 1e-3 from the first step.
+    reduction: Literal["sum", "mean"] = "mean"
 
 
 def beta_schedule(
@@ -74,9 +80,20 @@ def mix_batch(x: Tensor, y: Tensor, attacks: list, fraction: float) -> tuple[Ten
     return torch.cat(pieces), torch.cat(source)
 
 
-def vae_loss(x_rec: Tensor, target: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(BCE_sum + beta * KL_sum, BCE_sum, KL_sum) with KL = 0.5 * sum(mu^2 + exp(logvar) - logvar - 1)."""
-    bce = F.binary_cross_entropy(x_rec.float(), target.float(), reduction="sum")
+def vae_loss(
+    x_rec: Tensor, target: Tensor, mu: Tensor, logvar: Tensor, beta: float, *, logits: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(BCE_sum + beta * KL_sum, BCE_sum, KL_sum) with KL = 0.5 * sum(mu^2 + exp(logvar) - logvar - 1).
+
+    ``logits=True``: ``x_rec`` is pre-sigmoid. The value is the same BCE, but its gradient (sigmoid - target) never
+    vanishes: on sigmoid outputs a pixel pushed to exactly 0 or 1 (float32) has zero gradient for good. With the
+    summed loss, RAdam's first un-rectified (SGD-like) steps did exactly that to every pixel of an MNIST decoder
+    (BCE stuck at ~10,000 per image, measured), so training uses logits.
+    """
+    if logits:
+        bce = F.binary_cross_entropy_with_logits(x_rec.float(), target.float(), reduction="sum")
+    else:
+        bce = F.binary_cross_entropy(x_rec.float(), target.float(), reduction="sum")
     kl = 0.5 * torch.sum(mu.float() ** 2 + torch.exp(logvar.float()) - logvar.float() - 1)
     return bce + beta * kl, bce, kl
 
@@ -131,10 +148,12 @@ class CARSOObjective(Objective):
         net, wrapper = carso_of(model)
         attacks = [build_attack(c, net.classifier) for c in self.attack_cfgs]  # against the classifier alone
         x_in, source = mix_batch(x, y, attacks, self.params.adv_fraction)  # type: ignore[attr-defined]
-        x_rec, mu, logvar = net.reconstruct(wrapper.normalize(x_in) if wrapper is not None else x_in)
+        rec_logits, mu, logvar = net.reconstruct_logits(wrapper.normalize(x_in) if wrapper is not None else x_in)
         beta = self.beta
-        loss, bce, kl = vae_loss(x_rec, x, mu, logvar, beta)
+        loss, bce, kl = vae_loss(rec_logits, x, mu, logvar, beta, logits=True)
         n = len(x)
+        if self.params.reduction == "mean":  # type: ignore[attr-defined]
+            loss = loss / n
         return loss, {"loss": float(loss.detach()), "bce_per_image": float(bce.detach()) / n,
                       "kl_per_image": float(kl.detach()) / n, "beta": beta,
                       "adv_fraction": float((source > 0).float().mean())}
