@@ -112,6 +112,21 @@ def test_each_term_matches_hand_computed_value(p: str, pairs: str, conf_on: str)
     assert abs(got["gb"].item() - plain) > 1e-3
 
 
+@pytest.mark.parametrize("pairs", ["clean-clean", "clean-adv"])
+def test_gb_scale_max_is_the_code_normalisation_and_scale_free(pairs: str) -> None:
+    prm = ADRParams(p="l2", alpha=0.9, global_pairs=pairs, gb_scale="max")
+    left = ZA if pairs == "clean-adv" else Z
+    d_max = max(dist(left[i], Z[j], "l2") for i in range(4) for j in range(4))
+    want = hand_terms(Z, ZA, LG, LGA, "l2", 0.9, pairs, "both")["gb"] / d_max
+    got = adr_terms(t(Z), t(ZA), t(LG), t(LGA), torch.tensor(Y), prm)["gb"]
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # inflating every latent leaves it unchanged (the unscaled term would grow 10x: the divergence it prevents)
+    big = adr_terms(10 * t(Z), 10 * t(ZA), t(LG), t(LGA), torch.tensor(Y), prm)["gb"]
+    assert big.item() == pytest.approx(got.item(), rel=1e-5)
+    same = adr_terms(t([Z[0]] * 4), t([Z[0]] * 4), t(LG), t(LGA), torch.tensor(Y), prm)["gb"]
+    assert torch.isfinite(same) and same.item() == 0.0
+
+
 def test_trades_kl_robust_term_and_total_loss_with_every_weight() -> None:
     """Total loss of outer_loss on a model whose latents/logits are known: L_c + sum of weighted terms."""
 

@@ -166,7 +166,7 @@ def test_adr_mnist_rows() -> None:
     a = p.train.objective.attack
     assert (p.train.epochs, a.steps, a.step_size, p.train.optimizer.weight_decay) == (100, 20, 0.01, 0.0)
     assert p.train.objective.params == {"base": "adv", "lambda_lc": 1.0, "lambda_gb": 1.0, "lambda_smt": 1.0,
-                                        "lambda_conf": 1.0}
+                                        "lambda_conf": 1.0, "gb_scale": "max"}
     assert (p.eval.attacks[0].eps, p.eval.attacks[0].steps) == (0.325, 40)  # Table 1's attack
     assert (p.published["clean"], p.published["pgd"]) == (99.36, 94.96)
     assert load_preset("adr-mnist-t1-none", "quick").train.objective.params == {"natural_weight": 1.0}

@@ -22,6 +22,10 @@ Where the thesis text and the released code differ or the text is silent, each c
   remove the term).
 * ``smt_stop_grad_clean`` (text silent; code: True): the clean prediction in L_smt is detached.
 * ``global_pairs``: "clean-clean" (text, default) or "clean-adv" (code: adversarial z_i vs clean z_j).
+* ``gb_scale``: "none" (text, default) or "max" (code: the pair distances divided by their batch maximum, so L_gb
+  lies in [(α−1)/α, 1]). Unscaled, the negative weight of different-class pairs rewards inflating the latent
+  without bound: an ADR-ADV MNIST run under Adam diverged that way (local compactness 11 → 1,223, accuracy at
+  chance; docs/results.md), so the presets use "max".
 * ``conf_on``: "both" (text, Eq. 5, default) or "adv" (code).
 * ``trades_robust_term``: "ce" (text, Eq. 4, default) or "kl" (code); ``beta`` weighs the KL (code default 1.0).
 * ``lambda_gb_smt`` [code only, default 0]: the code's pair-weighted global smoothness, mean_ij w_ij KL(h(x_j) ||
@@ -66,6 +70,7 @@ class ADRParams(AdversarialParams):
     stop_grad_clean: bool = True
     smt_stop_grad_clean: bool = True
     global_pairs: Literal["clean-clean", "clean-adv"] = "clean-clean"
+    gb_scale: Literal["none", "max"] = "none"
     conf_on: Literal["both", "adv"] = "both"
 
     @field_validator("alpha")
@@ -132,9 +137,12 @@ def adr_terms(
     terms["lc"] = latent_distance(anchor, z_adv, params.p).mean()
     w = pair_weights(y, params.alpha)
     if params.global_pairs == "clean-clean":
-        terms["gb"] = (w * pairwise_distance(z, z, params.p)).mean()
+        pair_d = pairwise_distance(z, z, params.p)
     else:  # rows: adversarial z_i, columns: clean z_j, as in the code
-        terms["gb"] = (w * pairwise_distance(z_adv, anchor, params.p)).mean()
+        pair_d = pairwise_distance(z_adv, anchor, params.p)
+    if params.gb_scale == "max":  # the code's d / max(d); the floor keeps an all-identical batch finite
+        pair_d = pair_d / pair_d.max().clamp_min(1e-12)
+    terms["gb"] = (w * pair_d).mean()
     conf = entropy(logits_adv).mean()
     terms["conf"] = conf + entropy(logits).mean() if params.conf_on == "both" else conf
     ref = logits.detach() if params.smt_stop_grad_clean else logits
