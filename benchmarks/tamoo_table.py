@@ -82,15 +82,23 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=200)
     ap.add_argument("--max-train-steps", type=int, default=None, help="cap steps per epoch (smoke runs)")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--victim-runs", type=Path, nargs="+", default=None,
+                    help="trained run folders to attack instead of the preset victims (ENS: all, as one Ensemble; "
+                         "UNI / EoT: the first); the threat model stays the dataset's preset one")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     names = victim_presets(args.table, args.dataset)
-    victims = [trained_victim(n, args.scale, args.runs, args.max_train_steps, args.device) for n in names]
-    preset = victims[0][1]
-    model = Ensemble([m for m, _ in victims]) if args.table == "ens" else victims[0][0]
+    if args.victim_runs:
+        preset = load_preset(names[0], args.scale)
+        members = [load_trained_model(r, "best", device=args.device)[0].eval() for r in args.victim_runs]
+        names = [str(r) for r in args.victim_runs]
+    else:
+        victims = [trained_victim(n, args.scale, args.runs, args.max_train_steps, args.device) for n in names]
+        preset, members = victims[0][1], [m for m, _ in victims]
+    model = Ensemble(members) if args.table == "ens" else members[0]
     threat = ThreatModel(preset.eval.attacks[0].norm, preset.eval.attacks[0].eps)
     test = load_dataset(args.dataset, "test")
     n = min(args.n, len(test))

@@ -327,6 +327,41 @@ def reproduce(
     console.print(f"report written to {run_dir / 'reproduce.json'} and {run_dir / 'reproduce.md'}")
 
 
+@app.command()
+def atop(
+    preset: Annotated[str, typer.Argument(help="AToP preset: atop-mnist, atop-fashion-mnist or atop-cifar10.")],
+    classifier: Annotated[Path, typer.Option(help="Run folder of the trained classifier to defend.")],
+    scale: Annotated[str, typer.Option(help="quick (CPU minutes) or paper (published budget).")] = "quick",
+    transform: Annotated[str | None, typer.Option(help="Random transform: rt1, rt2 or rt3 (default: the preset's).")]
+    = None,
+    runs_dir: RunsDir = Path("runs"),
+    set_: SetOpt = None,  # type: ignore[assignment]
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """AToP: pre-train and fine-tune the purifier in front of CLASSIFIER (resuming), then evaluate the defence with
+    the pre-trained and the fine-tuned purifier under the preset's protocols (A: EoT end to end, B: BPDA, ...)."""
+    from robustlab.presets import deep_merge, parse_overrides
+    from robustlab.purification.atop.config import load_atop_preset
+    from robustlab.purification.atop.run import run_atop
+
+    overrides = parse_overrides(set_ or [])
+    if transform is not None:
+        overrides = deep_merge(overrides, {"atop": {"transform": {"name": transform}}})
+    p = load_atop_preset(preset, scale, overrides)
+    name = f"{preset}-{p.atop.transform.name}-{scale}"
+    summary = run_atop(p.model_copy(update={"atop": p.atop.model_copy(update={"name": name})}), classifier,
+                       runs_dir / name, show_progress=progress)
+    table = Table(title=f"{name}: accuracy (%) on {p.eval.n} test points")
+    for col in ("purifier", "protocol", "clean", "worst case", "per attack"):
+        table.add_column(col)
+    for phase, protocols in summary.items():
+        for proto, r in protocols.items():
+            per = ", ".join(f"{k} {100 * v:.1f}" for k, v in r["robust"].items())
+            table.add_row(phase, proto, f"{100 * r['clean']:.1f}", f"{100 * r['worst_case']:.1f}", per)
+    console.print(table)
+    console.print(f"results in {runs_dir / name / 'eval'} and {runs_dir / name / 'atop_summary.json'}")
+
+
 def _comparison_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"{report['preset']} ({report['scale']}): measured vs published (accuracy, %)")
     for col, justify in (("metric", "left"), ("measured", "right"), ("published", "right"), ("note", "left")):

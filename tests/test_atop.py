@@ -294,3 +294,36 @@ def test_presets_resolve_for_every_dataset_and_scale() -> None:
             assert p.classifier.train.objective.name == "standard"  # AToP defends a normally trained classifier
             assert p.atop.finetune.lam == 0.05 and p.atop.finetune.attack.name == "fgsm"
             assert p.atop.transform.name == "rt2" and p.atop.transform.missing_rate == 0.25
+
+
+def test_cli_atop_runs_both_phases_and_reuses_its_evaluations(tmp_path) -> None:
+    """`robustlab atop`: trains, evaluates the pre-trained and fine-tuned purifier per protocol, and a second call
+    reuses the saved evaluations (resumable) instead of attacking again; a classifier of another dataset is refused."""
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+    from robustlab.training.trainer import Trainer
+    from tests._training_helpers import tiny_config
+
+    clf = tmp_path / "clf"
+    Trainer(tiny_config(epochs=1, max_steps_per_epoch=2, validation={"n": 16, "attack": None}), clf,
+            show_progress=False).fit()
+    args = ["atop", "atop-mnist", "--classifier", str(clf), "--transform", "rt1", "--runs-dir", str(tmp_path),
+            "--no-progress"]
+    for kv in ("atop.train_subset=64", "atop.pretrain.max_steps_per_epoch=1", "atop.finetune.max_steps_per_epoch=1",
+               "atop.pretrain.epochs=1", "eval.n=4", "eval.apgd_steps=1", "eval.eot_samples=1", "eval.b_steps=1",
+               "eval.protocols=[A,B]"):
+        args += ["--set", kv]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    run = tmp_path / "atop-mnist-rt1-quick"
+    files = sorted(p.name for p in (run / "eval").iterdir())
+    assert files == ["finetuned-A.json", "finetuned-B.json", "pretrained-A.json", "pretrained-B.json"]
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").iterdir()}
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert {p: p.stat().st_mtime_ns for p in (run / "eval").iterdir()} == stamps
+    refused = runner.invoke(app, ["atop", "atop-fashion-mnist", "--classifier", str(clf), "--runs-dir",
+                                  str(tmp_path), "--no-progress"])
+    assert refused.exit_code != 0 and "mnist" in str(refused.exception)
