@@ -327,6 +327,91 @@ def reproduce(
     console.print(f"report written to {run_dir / 'reproduce.json'} and {run_dir / 'reproduce.md'}")
 
 
+def _analysis_inputs(run: Path, n: int, which: str, device: str) -> tuple[Any, dict[str, Any], Any, Any]:
+    """(model, checkpoint metadata, x, y) of the first ``n`` test points, for the ensemble analyses."""
+    from robustlab.data import load_dataset
+    from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.device import model_device
+
+    model, meta = load_trained_model(run, which, device)
+    data = load_dataset(meta["dataset"], "test")
+    k = min(n, len(data))
+    dev = model_device(model)
+    return model.eval(), meta, data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+@app.command()
+def detect(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint of a model (an ensemble for 'members').")],
+    eps: Annotated[str, typer.Option(help="Comma-separated radii, e.g. 0.1,0.2,0.3.")] = "0.3",
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    attacks: Annotated[str, typer.Option(help="Comma-separated registered attacks (e.g. pgd,mim,fgsm).")] = "pgd,mim",
+    steps: Annotated[int, typer.Option(min=1, help="Iterations of the iterative attacks.")] = 40,
+    step_size: Annotated[float | None, typer.Option(help="Step size (default eps / 10 per eps: set it to fix).")]
+    = None,
+    source: Annotated[str, typer.Option(help="ensemble (entropy of the ensemble prediction) or members.")]
+    = "ensemble",
+    n: Annotated[int, typer.Option(min=1, help="First N test points.")] = 1000,
+    which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Entropy detector (CCE-DM): ROC and AUC per attack and eps; JSON and ROC plot in RUN/analysis/."""
+    from robustlab.analysis.detection import DetectionResult, detection_experiment, plot_roc, save_detection
+
+    model, _, x, y = _analysis_inputs(run, n, which, device)
+    eps_values = _float_list(eps)
+    out = _run_folder(run) / "analysis"
+    table = Table(title=f"entropy detection ({source} prediction), AUC %, n={len(x)}")
+    for col in ("attack", "eps", "clean kept", "adversarial", "AUC"):
+        table.add_column(col, justify="right")
+    rows = []
+    for e in eps_values:  # one experiment per eps so the default step size follows eps
+        specs = {a: {"name": a, **({} if a == "fgsm" else {"steps": steps, "step_size": step_size or e / 10})}
+                 for a in (v.strip() for v in attacks.split(",") if v.strip())}
+        rows += detection_experiment(model, x, y, specs, [e], norm=norm, source=source).rows  # type: ignore[arg-type]
+    result = DetectionResult(source=source, only_successful=True, n=len(x), rows=rows)
+    for r in rows:
+        table.add_row(r["attack"], f"{r['eps']:g}", str(r["n_clean"]), str(r["n_adversarial"]),
+                      f"{100 * r['auc']:.1f}")
+    console.print(table)
+    save_detection(result, out / "detection.json")
+    plot_roc(result, out / "detection_roc.png")
+    console.print(f"written {out / 'detection.json'} and {out / 'detection_roc.png'}")
+
+
+@app.command()
+def transfer(
+    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint of an ensemble.")],
+    eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 20,
+    step_size: Annotated[float | None, typer.Option(help="PGD step size (default eps / 10).")] = None,
+    n: Annotated[int, typer.Option(min=1, help="First N test points.")] = 1000,
+    which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Transferability inside an ensemble: the a^(i,j) matrix, T, nT, a_single and the S subsets (CCE A7)."""
+    from robustlab.analysis.transferability import print_transferability, save_transferability, transferability
+    from robustlab.attacks import create_attack
+    from robustlab.threat import ThreatModel
+
+    model, _, x, y = _analysis_inputs(run, n, which, device)
+    threat = ThreatModel(norm, eps)
+    label = f"(PGD-{steps} {norm} eps={eps:g})"
+    result = transferability(model, x, y, lambda m: create_attack("pgd", m, threat, steps=steps,
+                                                                   step_size=step_size or eps / 10), label=label)
+    print_transferability(result, console)
+    path = save_transferability(result, _run_folder(run) / "analysis" / "transferability.json")
+    console.print(f"written {path}")
+
+
 @app.command()
 def atop(
     preset: Annotated[str, typer.Argument(help="AToP preset: atop-mnist, atop-fashion-mnist or atop-cifar10.")],

@@ -163,3 +163,35 @@ def test_summary_generalises_to_three_members_and_refuses_bad_shapes() -> None:
     with pytest.raises(ConfigError, match="needs an ensemble"):
         transferability(create_model("mlp", "mnist", hidden=[4]), torch.rand(2, 1, 28, 28), torch.zeros(2).long(),
                         lambda m: (lambda x, y: x))
+
+
+def test_cli_detect_and_transfer_write_their_results(tmp_path) -> None:
+    """`robustlab detect` / `robustlab transfer` on a trained 2-member ensemble run: tables, JSON and the ROC plot."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+    from robustlab.training.trainer import Trainer
+    from tests._training_helpers import tiny_config
+
+    run = tmp_path / "ens"
+    members = {"member": "mlp", "k": 2, "member_kwargs": {"hidden": [16]}}
+    cfg = tiny_config(epochs=1, max_steps_per_epoch=2, validation={"n": 16, "attack": None},
+                      model={"name": "ensemble", "kwargs": members},
+                      objective={"name": "adv-en", "attack": {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 2}})
+    Trainer(cfg, run, show_progress=False).fit()
+    runner = CliRunner()
+    det = runner.invoke(app, ["detect", str(run), "--eps", "0.1,0.3", "--attacks", "pgd,fgsm", "--steps", "2",
+                              "--n", "32", "--device", "cpu"])
+    assert det.exit_code == 0, det.output
+    saved = json.loads((run / "analysis" / "detection.json").read_text())
+    assert [(r["attack"], r["eps"]) for r in saved["rows"]] == [("pgd", 0.1), ("fgsm", 0.1), ("pgd", 0.3),
+                                                               ("fgsm", 0.3)]
+    assert (run / "analysis" / "detection_roc.png").stat().st_size > 0
+    tr = runner.invoke(app, ["transfer", str(run), "--eps", "0.3", "--steps", "2", "--n", "32", "--device", "cpu"])
+    assert tr.exit_code == 0, tr.output
+    t = json.loads((run / "analysis" / "transferability.json").read_text())
+    assert t["names"] == ["1", "2", "en"] and t["n"] == 32
+    bad = runner.invoke(app, ["detect", str(run), "--eps", "0.1,x"])
+    assert bad.exit_code != 0
