@@ -33,6 +33,7 @@ def run_atop(preset: AToPPreset, classifier_run: str | Path, run_dir: str | Path
 
     classifier_run, run_dir = Path(classifier_run), Path(run_dir)
     classifier, meta = load_trained_model(classifier_run, "best")
+    classifier.eval().requires_grad_(False)  # frozen by design: no "arrived trainable" warning
     if meta.get("dataset") != preset.atop.dataset:
         raise InputError(f"{classifier_run} is a {meta.get('dataset')!r} classifier but {preset.name} defends "
                          f"{preset.atop.dataset!r}: train its classifier first (robustlab train {preset.name})")
