@@ -327,3 +327,24 @@ def test_cli_atop_runs_both_phases_and_reuses_its_evaluations(tmp_path) -> None:
     refused = runner.invoke(app, ["atop", "atop-fashion-mnist", "--classifier", str(clf), "--runs-dir",
                                   str(tmp_path), "--no-progress"])
     assert refused.exit_code != 0 and "mnist" in str(refused.exception)
+
+
+def test_purifier_starts_at_the_data_mean_and_does_not_collapse_to_black(tmp_path) -> None:
+    """Regression: from sigmoid(0) = 0.5 the first Adam steps drove an MNIST purifier's every pixel into sigmoid
+    saturation (black output, vanishing gradient, classifier accuracy 14%); the trainer now starts it at the mean."""
+    from robustlab.data import load_dataset
+
+    mnist = load_dataset("mnist", "train").subset(512)
+    cfg = _cfg("ae", transform={"name": "rt1"}, purifier={"kind": "ae", "width": 8},
+               pretrain={"epochs": 1, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 16})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = PurifierTrainer(cfg, _mlp(), tmp_path, data=mnist, show_progress=False)
+    mean = mnist.float_images(range(512)).mean()
+    assert tr.purifier.decoder[-1].bias.item() == pytest.approx(torch.logit(mean).item(), rel=1e-5)
+    tr.fit()
+    x, _ = tr._batch("pretrain", 0, 0)
+    with torch.no_grad():
+        x_hat = tr.purifier.eval()(x * 1.0, torch.zeros_like(x[:, :1]))
+    assert x_hat.mean().item() > 0.05  # black output (the collapse) has mean ~0.001
+    assert F.mse_loss(x_hat, x).item() < F.mse_loss(torch.zeros_like(x), x).item()

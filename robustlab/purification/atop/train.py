@@ -126,6 +126,8 @@ class PurifierTrainer:
         self.transform = cfg.transform.build()
         torch.manual_seed(derive_seed(cfg.seed, "init"))  # initial weights depend on the seed only
         self.purifier = build_purifier(cfg.purifier.kind, info.shape, width=cfg.purifier.width)
+        sample = self.data.float_images(range(min(len(self.data), 4096)))
+        self.purifier.start_at_mean(sample.mean(dim=(0, 2, 3)))
         self.disc = (PatchDiscriminator(info.shape, cfg.purifier.disc_width) if cfg.purifier.kind == "gan" else None)
         self.classifier = freeze_classifier(classifier)
         self.defense = AToPDefense(self.transform, self.purifier, self.classifier, composite=cfg.transform.composite)
