@@ -148,10 +148,13 @@ class ProtocolSettings(Strict):
 _MNIST_EVAL = {"norm": "linf", "eps": 0.3, "unseen": {"linf": 0.3, "l2": 2.0, "l1": 10.0}}
 _CIFAR_EVAL = {"norm": "linf", "eps": 8 / 255, "unseen": {"linf": 8 / 255, "l2": 0.5, "l1": 12.0}}
 
-# MNIST and Fashion-MNIST share their budgets (28x28 grayscale, the same purifier size).
+# MNIST and Fashion-MNIST share their budgets (28x28 grayscale, the same purifier size). The quick scale uses the
+# autoencoder purifier: in 128 CPU steps the GAN inpainter does not learn (measured on MNIST: with the L1 term at
+# weight 1 the classifier read 6% of its outputs; at GAN weight 0.1 the L1 term drove every pixel to the median,
+# black, for good), while the AE reaches ~90%. The paper scale keeps the GAN.
 _GRAYSCALE_SCALES: dict[str, Any] = {
     "quick": {"atop": {"train_subset": 4096, "pretrain": {"epochs": 2, "batch_size": 64, "lr": 5e-4},
-                       "purifier": {"width": 16, "disc_width": 16},
+                       "purifier": {"kind": "ae", "width": 16, "disc_width": 16},
                        "finetune": {"epochs": 1, "batch_size": 32, "lr": 2e-4}},
               "eval": {"n": 200, "eot_samples": 4, "apgd_steps": 20, "c_steps": 40, "unseen_steps": 20}},
     "paper": {"atop": {"pretrain": {"epochs": 20}, "finetune": {"epochs": 10}}},
