@@ -238,6 +238,30 @@ def test_trainer_step_keeps_classifier_frozen(classifier_run: Path, tmp_path: Pa
     assert meta["model"] == "carso" and carso_of(loaded)[0].ensemble_size == 2
 
 
+def test_checkpoint_loads_after_the_classifier_run_moved(classifier_run: Path, tmp_path: Path) -> None:
+    """The CARSO checkpoint holds the classifier's weights: with the architecture named, it loads without the
+    classifier's run folder and computes the same outputs."""
+    import shutil
+
+    from robustlab.training.trainer import load_trained_model
+
+    moved = tmp_path / "clf-copy"
+    shutil.copytree(classifier_run, moved)
+    cfg = _carso_config(moved)
+    cfg.model.kwargs.update(classifier_model="mlp", classifier_dataset="mnist",
+                            classifier_kwargs=dict(cfg.model.kwargs.get("classifier_kwargs") or {"hidden": [32]}))
+    Trainer(cfg, tmp_path / "carso", show_progress=False).fit()
+    model, _ = load_trained_model(tmp_path / "carso", which="last")
+    carso_of(model)[0].sampling = "mean"
+    x = torch.rand(3, 1, 28, 28)
+    want = model(x)
+    shutil.rmtree(moved)
+    with pytest.warns(UserWarning, match="not found"):
+        again, _ = load_trained_model(tmp_path / "carso", which="last")
+    carso_of(again)[0].sampling = "mean"
+    assert torch.allclose(again(x), want, atol=1e-6)
+
+
 def test_training_refuses_untrained_or_foreign_classifier(classifier_run: Path, tmp_path: Path) -> None:
     cfg = _carso_config(classifier_run)
     cfg.model.kwargs = {"classifier_model": "mlp", "classifier_dataset": "mnist", "layers": "net.fc"}

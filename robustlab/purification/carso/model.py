@@ -10,6 +10,7 @@ reconstructions (in [0, 1]) go through the whole classifier, normalisation inclu
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -190,6 +191,7 @@ def carso(
     classifier: str | dict[str, Any] | None = None,
     classifier_model: str | None = None,
     classifier_dataset: str | None = None,
+    classifier_kwargs: dict[str, Any] | None = None,
     which: str = "best",
     latent_dim: int = 128,
     cond_dim: int = 512,
@@ -203,14 +205,24 @@ def carso(
     """CARSO over a frozen classifier tapped at ``layers`` (names as on the classifier, e.g. ``net.features.conv2``;
     a list or one comma-separated string). The classifier is ``classifier``: a trained run folder / checkpoint, or
     ``{name, dataset, kwargs}``; or, for presets before a classifier run exists, the untrained architecture
-    ``classifier_model`` of ``classifier_dataset`` (training refuses it). Defaults: the final code's CIFAR sizes."""
+    ``classifier_model`` (with ``classifier_kwargs``) of ``classifier_dataset`` (training refuses it). Given both,
+    the architecture also rebuilds a trained CARSO whose classifier run folder is gone (its checkpoint has the
+    classifier's weights). Defaults: the final code's CIFAR sizes."""
     if isinstance(layers, str):
         layers = [name.strip() for name in layers.split(",") if name.strip()]
     if classifier is None:
         if not (classifier_model and classifier_dataset):
             raise ConfigError("CARSO needs its classifier: classifier=runs/<classifier-run> (trained), or "
                               "classifier_model=NAME with classifier_dataset=DATASET (architecture only)")
-        classifier = {"name": classifier_model, "dataset": classifier_dataset}
+        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
+    elif isinstance(classifier, str) and not Path(classifier).exists() and classifier_model and classifier_dataset:
+        # A trained CARSO checkpoint holds its classifier's weights, so a run folder that was moved, or opened from
+        # another directory, still loads from the architecture alone. Training refuses such a CARSO (no trained
+        # classifier), so a mistyped path cannot train on an untrained classifier.
+        warnings.warn(f"CARSO classifier run {classifier} not found: building its architecture ({classifier_model} "
+                      f"on {classifier_dataset}); its weights must come from the CARSO checkpoint being loaded",
+                      stacklevel=2)
+        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
     model, dataset, source = _load_classifier(classifier, which)
     model.eval().requires_grad_(False)  # ours to freeze: no warning
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
