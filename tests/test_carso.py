@@ -311,6 +311,31 @@ def test_bad_inputs() -> None:
         create_model("carso", "mnist", layers="net.fc")
 
 
+def test_protocol_attacks_can_craft_on_a_surrogate_aggregation() -> None:
+    """``surrogate: logit`` in an evaluation attack: crafted on the logit view, judged on the (peel) model; the view
+    is what the gradient sees (peel's saturates), the label says so, and elsewhere the setting is refused."""
+    from robustlab.attacks.spec import build_attack
+    from robustlab.data import ImageData, dataset_info
+    from robustlab.evaluation.protocol import EvalConfig, run_protocol
+
+    m = _carso(model="mlp", layers="net.hidden.fc1,net.fc", ensemble_size=2).eval()
+    carso_of(m)[0].sampling = "mean"  # deterministic, so the judged accuracy is reproducible here
+    g = torch.Generator().manual_seed(0)
+    data = ImageData((torch.rand(6, 1, 28, 28, generator=g) * 255).to(torch.uint8),
+                     torch.randint(0, 10, (6,), generator=g), dataset_info("mnist"), "test", "synthetic")
+    pgd = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 3, "random_start": False}
+    cfg = parse_config({"attacks": [{**pgd, "surrogate": "logit"}], "grad_check_n": 0, "large_eps": 0.9}, EvalConfig)
+    result = run_protocol(m, data, cfg)
+    assert list(result.robust_accuracy) == ["pgd-3 linf eps=0.3 via logit"]
+    assert result.protocol[0]["surrogate"] == "logit"
+    with pytest.raises(ConfigError, match="evaluation setting"):
+        build_attack(AttackConfig(name="pgd", eps=0.3, surrogate="logit"), m)
+    with pytest.raises(ConfigError, match="no surrogate views"):
+        run_protocol(create_model("mlp", "mnist", hidden=[8]), data, cfg)
+    with pytest.raises(UnknownNameError, match="aggregation"):
+        run_protocol(m, data, parse_config({"attacks": [{**pgd, "surrogate": "mean"}], "grad_check_n": 0}, EvalConfig))
+
+
 def test_evaluation_path_autoattack_rand_pgd_eot_surrogate_repeated() -> None:
     m = _carso(model="mlp", layers="net.hidden.fc1,net.fc", ensemble_size=2).eval()
     torch.manual_seed(1)

@@ -26,6 +26,9 @@ def build_attack(cfg: AttackConfig, model: nn.Module, *, eps: float | None = Non
     """
     from robustlab.attacks import create_attack
 
+    if cfg.surrogate is not None:
+        raise ConfigError(f"attack {cfg.name!r}: 'surrogate' ({cfg.surrogate!r}) is an evaluation setting (the "
+                          "protocol crafts on the surrogate view and judges on the model); training attacks take none")
     threat = ThreatModel(cfg.norm, cfg.eps if eps is None else eps)
     kwargs: dict[str, object] = {f: getattr(cfg, f) for f in _SHARED_FIELDS if getattr(cfg, f) is not None}
     if eps is not None and cfg.step_size is not None:

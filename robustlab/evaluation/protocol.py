@@ -12,7 +12,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from robustlab.attacks.spec import build_attack
+from robustlab.attacks.wrappers import TransferAttack
 from robustlab.data import ImageData
+from robustlab.errors import ConfigError
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
@@ -71,7 +73,21 @@ def attack_label(cfg: AttackConfig) -> str:
     steps = f"-{cfg.steps}" if cfg.steps else ""
     restarts = f"x{cfg.restarts}" if cfg.restarts and cfg.restarts > 1 else ""
     eot = f" eot={cfg.eot_samples}" if cfg.eot_samples and cfg.eot_samples > 1 else ""
-    return f"{cfg.name}{steps}{restarts} {cfg.norm} eps={cfg.eps:.4g}{eot}"
+    via = f" via {cfg.surrogate}" if cfg.surrogate else ""
+    return f"{cfg.name}{steps}{restarts} {cfg.norm} eps={cfg.eps:.4g}{eot}{via}"
+
+
+def surrogate_view(model: nn.Module, name: str) -> nn.Module:
+    """The model seen through surrogate ``name`` (weights shared). CARSO models offer their aggregations."""
+    from robustlab.purification.carso.evaluation import AggregationView
+    from robustlab.purification.carso.model import carso_of
+
+    try:
+        carso_of(model)
+    except ConfigError:
+        raise ConfigError(f"attack surrogate {name!r}: this model has no surrogate views (CARSO models have one per "
+                          "aggregation: peel, logit, prob, count)") from None
+    return AggregationView(model, name)
 
 
 def first_attack_config(cfg: EvalConfig) -> AttackConfig:
@@ -89,7 +105,11 @@ def named_attacks(model: nn.Module, cfgs: list[AttackConfig]) -> list[NamedAttac
     out = []
     for cfg in cfgs:
         extra: dict[str, Any] = {"early_stop": True} if cfg.name in ("pgd", "bim") else {}
-        attack = build_attack(cfg, model, **extra)
+        if cfg.surrogate:  # crafted on the view, judged (by robust_flags) on the model itself
+            attack = TransferAttack(build_attack(cfg.model_copy(update={"surrogate": None}),
+                                                 surrogate_view(model, cfg.surrogate), **extra))
+        else:
+            attack = build_attack(cfg, model, **extra)
         settings = cfg.model_dump(exclude_none=True, exclude={"norm", "eps"})
         out.append(NamedAttack(attack_label(cfg), attack, ThreatModel(cfg.norm, cfg.eps), settings))
     return out

@@ -28,6 +28,9 @@ class AttackConfig(Strict):
     random_start: bool | None = None
     loss: str | None = None
     eot_samples: int | None = Field(default=None, ge=1)  # gradients averaged over this many passes (stochastic models)
+    # evaluation only: craft on this view of the model (CARSO: an aggregation, e.g. "logit", smooth where "peel"
+    # saturates), then judge the examples on the model itself; rules out gradient masking by the model's output
+    surrogate: str | None = None
 
 
 class DataConfig(Strict):
