@@ -144,3 +144,12 @@ def test_lr_schedules() -> None:
     assert lr_factor(onecycle, 5, 10) == pytest.approx(1.0) and lr_factor(onecycle, 2.5, 10) == pytest.approx(0.5)
     warm = ScheduleConfig(name="constant", warmup_epochs=2)
     assert lr_factor(warm, 1, 10) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_config_hash_is_stable_across_versions() -> None:
+    """A run folder resumes only while its config hash is unchanged: this pinned value is the hash of the tiny
+    config since before the evaluation-only ``surrogate`` attack field existed. If it changes, every user's run
+    folders stop resuming; change it only deliberately."""
+    from robustlab.training.trainer import config_hash
+
+    assert config_hash(tiny_config()) == "2adb100e32943043"

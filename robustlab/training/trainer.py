@@ -54,9 +54,22 @@ _RESUMABLE_CHANGES = {"epochs", "threads", "device", "tensorboard"}
 _MODULE_PREFIX = "objective_module."
 
 
+# Fields added after runs existed whose unset value cannot change training: left out of the hash while unset, so
+# adding them did not orphan every earlier run folder.
+_UNSET_FIELDS_OUT_OF_HASH = ("surrogate",)
+
+
+def _drop_unset(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_unset(v) for k, v in data.items() if not (k in _UNSET_FIELDS_OUT_OF_HASH and v is None)}
+    if isinstance(data, list):
+        return [_drop_unset(v) for v in data]
+    return data
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """Hash of the parts of a config that determine the trained weights step by step."""
-    data = cfg.model_dump(mode="json")
+    data = _drop_unset(cfg.model_dump(mode="json"))
     for key in _RESUMABLE_CHANGES:
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
