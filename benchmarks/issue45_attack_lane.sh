@@ -13,9 +13,10 @@ $PY benchmarks/tamoo_table.py --table ens --n 200 --out benchmarks/results/tamoo
   --victim-runs $H/udr-mnist-pgd-at-quick $H/udr-mnist-trades-quick $H/udr-mnist-mart-quick $H/udr-mnist-udr-trades-quick
 $PY benchmarks/tamoo_table.py --table uni --n 200 --out benchmarks/results/tamoo_uni_mnist.json \
   --victim-runs $H/udr-mnist-pgd-at-quick
-for run in $H/udr-mnist-pgd-at-quick runs/small/udr-mnist-pgd-at-quick runs/small/udr-mnist-udr-pgd-quick; do
-  .venv/bin/robustlab evaluate "$run" --protocol autoattack-standard --n 500 --set "eval.eps_sweep=[]" \
-    --no-progress --device cpu
-done
+aa() { .venv/bin/robustlab evaluate "$1" --protocol autoattack-standard --n 500 --set "eval.eps_sweep=[]" \
+         --no-progress --device cpu; }
+aa $H/udr-mnist-pgd-at-quick
 $PY benchmarks/tamoo_table.py --table eot --n 100 --out benchmarks/results/tamoo_eot_mnist.json \
   --victim-runs $H/udr-mnist-pgd-at-quick
+aa runs/small/udr-mnist-pgd-at-quick
+aa runs/small/udr-mnist-udr-pgd-quick
