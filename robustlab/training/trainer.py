@@ -14,7 +14,6 @@ objective owns (``Objective.modules``, e.g. ASCL's projection head) travel in th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import nullcontext
@@ -44,6 +43,7 @@ from robustlab.training.config import AttackConfig, TrainConfig
 from robustlab.training.objectives import create_objective
 from robustlab.training.schedules import lr_factor
 from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
+from robustlab.utils.hashing import stable_config_hash
 from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
@@ -54,25 +54,12 @@ _RESUMABLE_CHANGES = {"epochs", "threads", "device", "tensorboard"}
 _MODULE_PREFIX = "objective_module."
 
 
-# Fields added after runs existed whose unset value cannot change training: left out of the hash while unset, so
-# adding them did not orphan every earlier run folder.
-_UNSET_FIELDS_OUT_OF_HASH = ("surrogate",)
-
-
-def _drop_unset(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _drop_unset(v) for k, v in data.items() if not (k in _UNSET_FIELDS_OUT_OF_HASH and v is None)}
-    if isinstance(data, list):
-        return [_drop_unset(v) for v in data]
-    return data
-
-
 def config_hash(cfg: TrainConfig) -> str:
     """Hash of the parts of a config that determine the trained weights step by step."""
-    data = _drop_unset(cfg.model_dump(mode="json"))
+    data = cfg.model_dump(mode="json")
     for key in _RESUMABLE_CHANGES:
         data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_config_hash(data)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from robustlab.purification.atop.losses import atop_loss, discriminator_loss, ge
 from robustlab.purification.atop.pipeline import AToPDefense, PurifierPass, freeze_classifier, purify
 from robustlab.purification.atop.purifiers import PatchDiscriminator, _ShapeChecked, build_purifier
 from robustlab.training.trainer import optimizer_from_tensors, optimizer_to_tensors
+from robustlab.utils.hashing import stable_config_hash
 from robustlab.utils.io import atomic_write_json
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import derive_seed
@@ -46,8 +47,7 @@ FORMAT = "robustlab-atop-purifier-v1"
 
 def config_hash(cfg: AToPConfig) -> str:
     """Hash of everything that determines the weights step by step (the run name and data root excluded)."""
-    data = cfg.model_dump(mode="json", exclude={"name", "data_root"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_config_hash(cfg.model_dump(mode="json", exclude={"name", "data_root"}))
 
 
 def purifier_metadata(cfg: AToPConfig, purifier: _ShapeChecked, **extra: Any) -> dict[str, Any]:
