@@ -11,3 +11,6 @@ SMALL=(--scale quick --device cpu --runs-dir runs/small --no-progress --set trai
 mkdir -p runs/logs
 variants=("$@"); [ ${#variants[@]} -eq 0 ] && variants=(adv adv-en adp rm dm)
 for v in "${variants[@]}"; do .venv/bin/robustlab reproduce "cce-mnist-$v" "${SMALL[@]}"; done
+# Then (docs/results.md): the entropy detector on CCE-DM and the transferability matrix of CCE-RM, first 500 points
+#   .venv/bin/robustlab detect runs/small/cce-mnist-dm-quick --eps 0.1,0.2,0.3 --attacks pgd,mim --steps 40 --n 500
+#   .venv/bin/robustlab transfer runs/small/cce-mnist-rm-quick --eps 0.3 --steps 20 --n 500
