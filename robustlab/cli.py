@@ -433,7 +433,8 @@ def atop(
     if transform is not None:
         overrides = deep_merge(overrides, {"atop": {"transform": {"name": transform}}})
     p = load_atop_preset(preset, scale, overrides)
-    name = f"{preset}-{p.atop.transform.name}-{scale}"
+    # the run folder is named after preset, transform and scale unless --set atop.name=... chose a name
+    name = p.atop.name if "name" in overrides.get("atop", {}) else f"{preset}-{p.atop.transform.name}-{scale}"
     summary = run_atop(p.model_copy(update={"atop": p.atop.model_copy(update={"name": name})}), classifier,
                        runs_dir / name, show_progress=progress)
     table = Table(title=f"{name}: accuracy (%) on {p.eval.n} test points")

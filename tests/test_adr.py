@@ -167,6 +167,24 @@ def test_trades_kl_robust_term_and_total_loss_with_every_weight() -> None:
     assert metrics["acc"] == pytest.approx(want_acc)
 
 
+def test_lambda_warmup_ramps_every_adr_term_from_zero() -> None:
+    """With ``lambda_warmup_epochs`` w, the ADR terms weigh epochs_done / w of their λ (capped at 1); L_c does not."""
+    torch.manual_seed(3)
+    model = create_model("adr-cnn", "mnist", dropout=0.0)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    lam = {"lambda_lc": 0.5, "lambda_gb": 2.0, "lambda_conf": 0.3, "lambda_smt": 1.5}
+    obj = objective({**lam, "lambda_warmup_epochs": 2.0})
+    for done, ramp in ((0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (3.0, 1.0)):
+        obj.set_progress(done)
+        loss, m = obj.outer_loss(model, x, x_adv, y)
+        extra = sum(lam["lambda_" + k] * m[k] for k in ("lc", "gb", "conf", "smt"))
+        assert m["lambda_ramp"] == pytest.approx(ramp)
+        assert loss.item() == pytest.approx(m["ce_clean"] + m["ce_adv"] + ramp * extra, rel=1e-5)
+    full, _ = objective(lam).outer_loss(model, x, x_adv, y)
+    assert loss.item() == pytest.approx(full.item(), rel=1e-6)
+
+
 # ---------------------------------------------------------------------------------------- gradients
 def _latents(model: nn.Module) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(0)

@@ -324,6 +324,9 @@ def test_cli_atop_runs_both_phases_and_reuses_its_evaluations(tmp_path) -> None:
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert {p: p.stat().st_mtime_ns for p in (run / "eval").iterdir()} == stamps
+    named = runner.invoke(app, [*args, "--set", "atop.name=my-atop", "--set", "eval.protocols=[B]"])
+    assert named.exit_code == 0, named.output
+    assert (tmp_path / "my-atop" / "eval" / "finetuned-B.json").exists()
     refused = runner.invoke(app, ["atop", "atop-fashion-mnist", "--classifier", str(clf), "--runs-dir",
                                   str(tmp_path), "--no-progress"])
     assert refused.exit_code != 0 and "mnist" in str(refused.exception)

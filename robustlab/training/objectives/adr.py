@@ -28,6 +28,8 @@ Where the thesis text and the released code differ or the text is silent, each c
   chance; docs/results.md), so the presets use "max".
 * ``conf_on``: "both" (text, Eq. 5, default) or "adv" (code).
 * ``trades_robust_term``: "ce" (text, Eq. 4, default) or "kl" (code); ``beta`` weighs the KL (code default 1.0).
+* ``lambda_warmup_epochs`` [neither; default 0 = off]: every ADR λ ramps linearly from 0 to its value over this
+  many epochs, so the cross-entropy shapes the latent before the compactness terms act on it.
 * ``lambda_gb_smt`` [code only, default 0]: the code's pair-weighted global smoothness, mean_ij w_ij KL(h(x_j) ||
   h(x_a_i)), absent from the text.
 
@@ -72,6 +74,7 @@ class ADRParams(AdversarialParams):
     global_pairs: Literal["clean-clean", "clean-adv"] = "clean-clean"
     gb_scale: Literal["none", "max"] = "none"
     conf_on: Literal["both", "adv"] = "both"
+    lambda_warmup_epochs: float = Field(default=0.0, ge=0)
 
     @field_validator("alpha")
     @classmethod
@@ -167,6 +170,11 @@ class ADR(AdversarialObjective):
             return "ce"
         return super().attack_loss_fn(model, x)
 
+    def lambda_ramp(self) -> float:
+        """The factor on every ADR λ: epochs done / ``lambda_warmup_epochs``, capped at 1 (1 without warm-up)."""
+        warm = self.params.lambda_warmup_epochs
+        return 1.0 if warm <= 0 else min(1.0, self._epochs_done / warm)
+
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         prm: ADRParams = self.params
         bare = unwrap(model)
@@ -177,10 +185,13 @@ class ADR(AdversarialObjective):
             loss = terms["ce_clean"] + prm.beta * terms["robust_kl"]
         else:
             loss = terms["ce_clean"] + terms["ce_adv"]
+        ramp = self.lambda_ramp()
         for name, lam in (("lc", prm.lambda_lc), ("gb", prm.lambda_gb), ("conf", prm.lambda_conf),
                           ("smt", prm.lambda_smt), ("gb_smt", prm.lambda_gb_smt)):
             if lam > 0:
-                loss = loss + lam * terms[name]
+                loss = loss + ramp * lam * terms[name]
         metrics: Metrics = {k: float(v.detach()) for k, v in terms.items()}
+        if prm.lambda_warmup_epochs > 0:
+            metrics["lambda_ramp"] = ramp
         metrics.update(acc=accuracy(logits, y), adv_acc=accuracy(logits_adv, y))
         return loss, metrics
