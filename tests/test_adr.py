@@ -214,6 +214,11 @@ def test_stop_grad_clean_blocks_the_clean_latent_in_local_and_clean_adv_global_t
     g_z, _ = _grads(off["gb"], z, za)
     assert g_z is not None and g_z.abs().sum() > 0
 
+    # the default is the text's Eq. 1 (no stop-gradient): with the code's detached clean target, L_lc alone blew the
+    # latent up from mean |z| 0.1 to 320 in 60 Adam steps (benchmarks/adr_diagnose.py)
+    default = adr_terms(z, za, lg, lga, y, ADRParams())
+    assert torch.allclose(_grads(default["lc"], z, za)[0], -g_za)
+
     # clean-clean pairs keep the gradient on the clean latent even with stop_grad_clean
     cc = adr_terms(z, za, lg, lga, y, ADRParams(stop_grad_clean=True, global_pairs="clean-clean", p="l2"))
     g_z, g_za = _grads(cc["gb"], z, za)
