@@ -17,7 +17,7 @@ from robustlab.models import create_model
 from robustlab.purification.carso import RepresentationExtractor, aggregate, beta_schedule, carso_of, mix_batch
 from robustlab.purification.carso.aggregation import peel
 from robustlab.purification.carso.blocks import Decoder, InputPreEncoder, LayerCompressor
-from robustlab.purification.carso.evaluation import AggregationView, surrogate_attack
+from robustlab.purification.carso.evaluation import AggregationView
 from robustlab.purification.carso.model import CARSO
 from robustlab.purification.carso.objective import split_sizes, vae_loss
 from robustlab.purification.common import repeated_accuracy
@@ -349,7 +349,9 @@ def test_evaluation_path_autoattack_rand_pgd_eot_surrogate_repeated() -> None:
     from robustlab.attacks.spec import build_attack
 
     assert build_attack(cfg, m).eot_samples == 2
-    x_sur = surrogate_attack(m, cfg, "logit")(x, y)
+    from robustlab.evaluation.protocol import named_attacks
+
+    x_sur = named_attacks(m, [cfg.model_copy(update={"surrogate": "logit"})])[0].attack(x, y)
     assert bool(threat.contains(x_sur, x).all())
     torch.manual_seed(0)
     a = AggregationView(m, "prob")(x)

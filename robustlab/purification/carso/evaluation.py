@@ -1,15 +1,13 @@
 """Evaluating CARSO end to end: views of the same model with another aggregation (a smooth surrogate to attack, to
-rule out gradient masking by ``peel``) and a transfer attack from such a view onto the defended model."""
+rule out gradient masking by ``peel``). An evaluation attack with ``surrogate: <aggregation>`` is crafted on such a
+view and judged on the defended model (:func:`robustlab.evaluation.protocol.named_attacks`)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustlab.attacks.spec import build_attack
-from robustlab.attacks.wrappers import TransferAttack
 from robustlab.purification.carso.aggregation import check_aggregation
 from robustlab.purification.carso.model import carso_of
-from robustlab.training.config import AttackConfig
 
 
 class AggregationView(nn.Module):
@@ -25,8 +23,3 @@ class AggregationView(nn.Module):
         """Logits of the CARSO model on [0, 1] input, aggregated with this view's rule."""
         net, wrapper = carso_of(self.model)
         return net(wrapper.normalize(x) if wrapper is not None else x, aggregation=self.aggregation)
-
-
-def surrogate_attack(model: nn.Module, cfg: AttackConfig, aggregation: str = "logit") -> TransferAttack:
-    """``cfg``'s attack crafted on the ``aggregation`` view of ``model``; its points are then judged on ``model``."""
-    return TransferAttack(build_attack(cfg, AggregationView(model, aggregation)))
