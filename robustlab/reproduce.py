@@ -38,14 +38,18 @@ def _pct(value: float | None) -> float | None:
 
 # ------------------------------------------------------------------------------------------------ run state
 def training_complete(run_dir: Path, cfg: TrainConfig) -> bool:
-    """True when ``run_dir``'s last checkpoint was written by this config (same hash) at ``cfg.epochs`` or later."""
-    from robustlab.training.trainer import config_hash
+    """True when ``run_dir``'s last checkpoint was written by this config (same hash, same resolved objective
+    parameters) at ``cfg.epochs`` or later."""
+    from robustlab.training.objectives import create_objective
+    from robustlab.training.trainer import changed_objective_params, config_hash, resolved_objective_params
 
     last = run_dir / "checkpoints" / "last.json"
     if not (last.exists() and (run_dir / "checkpoints" / "best.safetensors").exists()):
         return False
     state = json.loads(last.read_text())
-    return state.get("config_hash") == config_hash(cfg) and int(state.get("epoch", 0)) >= cfg.epochs
+    if state.get("config_hash") != config_hash(cfg) or int(state.get("epoch", 0)) < cfg.epochs:
+        return False
+    return not changed_objective_params(state, resolved_objective_params(create_objective(cfg.objective)))
 
 
 def expected_protocol(cfg: EvalConfig) -> list[dict[str, Any]]:

@@ -72,7 +72,8 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted(tmp_path: Path) ->
         "from _training_helpers import tiny_config; from robustlab.training.trainer import Trainer;"
         f"Trainer(tiny_config(**{overrides!r}), {str(run)!r}, show_progress=False).fit()"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    # same thread count as the reference run in this process: float sums depend on it
     state_file = run / "checkpoints" / "last.json"
     deadline = time.time() + 120
     killed_at = None
@@ -123,6 +124,26 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
         Trainer(tiny_config(epochs=1, seed=9), tmp_path / "r", show_progress=False).fit()
     Trainer(tiny_config(epochs=2), tmp_path / "r", show_progress=False).fit()  # more epochs is a valid resume
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_refuses_a_changed_objective_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config_hash covers explicit settings only (kept stable); a default that changed under a run is caught by the
+    resolved parameters stored in its state, both by the trainer and by reproduce's "already trained" check."""
+    from robustlab.reproduce import training_complete
+    from robustlab.training.objectives.pgd_at import PGDAT, PGDATParams
+
+    cfg = tiny_config(epochs=1)
+    Trainer(cfg, tmp_path / "r", show_progress=False).fit()
+    assert training_complete(tmp_path / "r", cfg)
+
+    class NewDefault(PGDATParams):
+        natural_weight: float = 0.5
+
+    monkeypatch.setattr(PGDAT, "Params", NewDefault)
+    assert not training_complete(tmp_path / "r", cfg)
+    with pytest.raises(ConfigError, match=r"natural_weight: 0\.0 -> 0\.5"):
+        Trainer(tiny_config(epochs=2), tmp_path / "r", show_progress=False).fit()
+    # Setting the old value explicitly changes config_hash, so the honest way on is a new run or --fresh.
 
 
 def test_config_errors_are_specific() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from robustlab.models import create_model
 from robustlab.threat import ThreatModel
 from robustlab.training import distributed as D
 from robustlab.training.config import AttackConfig, TrainConfig
-from robustlab.training.objectives import create_objective
+from robustlab.training.objectives import Objective, create_objective
 from robustlab.training.schedules import lr_factor
 from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
 from robustlab.utils.hashing import stable_config_hash
@@ -60,6 +61,23 @@ def config_hash(cfg: TrainConfig) -> str:
     for key in _RESUMABLE_CHANGES:
         data.pop(key, None)
     return stable_config_hash(data)
+
+
+def resolved_objective_params(objective: Objective) -> dict[str, Any]:
+    """Every parameter of ``objective`` including its defaults (JSON form). Stored in the trainer state so that a
+    resume notices a changed default, which ``config_hash`` (explicit settings only, kept stable) cannot."""
+    return json.loads(json.dumps(objective.params.model_dump(mode="json"), sort_keys=True))
+
+
+def changed_objective_params(state: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Parameters whose resolved value differs between a stored trainer state and now, as ``name: old -> new``.
+    Empty when they agree or when the state predates resolved parameters (nothing to compare)."""
+    stored = state.get("objective_params")
+    if stored is None:
+        return []
+    keys = sorted(set(stored) | set(current))
+    return [f"{k}: {stored.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}"
+            for k in keys if stored.get(k, "<absent>") != current.get(k, "<absent>")]
 
 
 @dataclass
@@ -155,6 +173,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError(f"the training set ({n} images) is smaller than one batch ({cfg.batch_size})")
         self.hash = config_hash(cfg)
+        self.objective_params = resolved_objective_params(self.objective)
         self.tensorboard = None
         if cfg.tensorboard and self.dist.is_main:  # fails here, before any training, when the package is missing
             from robustlab.training.tensorboard import TensorBoardLogger
@@ -224,6 +243,17 @@ class Trainer:
             raise ConfigError(
                 f"run folder {self.run_dir} was trained with a different config (hash {state.get('config_hash')} "
                 f"vs {self.hash}); use a new run name or --fresh to start over"
+            )
+        if "objective_params" not in state:
+            warnings.warn(f"{last} predates stored objective parameters: a default changed since cannot be detected; "
+                          "resuming with today's defaults", RuntimeWarning, stacklevel=2)
+            state["objective_params"] = self.objective_params
+        changed = changed_objective_params(state, self.objective_params)
+        if changed:
+            raise ConfigError(
+                f"run folder {self.run_dir} was trained with other values of objective "
+                f"{self.cfg.objective.name!r} parameters (a default changed since): {'; '.join(changed)}. Set them "
+                "explicitly to resume as trained, or use a new run name or --fresh to start over"
             )
         load_weights(last, self.model, expected={"dataset": self.info.name})
         tensors = read_sidecar(self.ckpt_dir, state)
@@ -300,7 +330,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", config_text)
         state = self._try_resume() or {
             "epoch": 0, "step": 0, "global_step": 0, "best": None, "best_epoch": None, "sums": {}, "count": 0.0,
-            "config_hash": self.hash,
+            "config_hash": self.hash, "objective_params": self.objective_params,
         }
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.dist.is_main:  # drop lines a killed run wrote after its last checkpoint
