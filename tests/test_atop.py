@@ -327,6 +327,10 @@ def test_cli_atop_runs_both_phases_and_reuses_its_evaluations(tmp_path) -> None:
     named = runner.invoke(app, [*args, "--set", "atop.name=my-atop", "--set", "eval.protocols=[B]"])
     assert named.exit_code == 0, named.output
     assert (tmp_path / "my-atop" / "eval" / "finetuned-B.json").exists()
+    for bad, why in (("", "valid string"), ("../escape", "plain folder name"), (".hidden", "plain folder name")):
+        bad_name = runner.invoke(app, [*args, "--set", f"atop.name={bad}"])
+        assert bad_name.exit_code != 0 and why in str(bad_name.exception), bad
+    assert not (tmp_path.parent / "escape").exists()
     refused = runner.invoke(app, ["atop", "atop-fashion-mnist", "--classifier", str(clf), "--runs-dir",
                                   str(tmp_path), "--no-progress"])
     assert refused.exit_code != 0 and "mnist" in str(refused.exception)

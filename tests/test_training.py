@@ -72,7 +72,8 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted(tmp_path: Path) ->
         "from _training_helpers import tiny_config; from robustlab.training.trainer import Trainer;"
         f"Trainer(tiny_config(**{overrides!r}), {str(run)!r}, show_progress=False).fit()"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    threads = str(torch.get_num_threads())
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": threads})
     # same thread count as the reference run in this process: float sums depend on it
     state_file = run / "checkpoints" / "last.json"
     deadline = time.time() + 120

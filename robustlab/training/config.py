@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from robustlab.errors import ConfigError
 
 
+def plain_run_name(v: str) -> str:
+    """A run name becomes a folder under the runs directory: refuse empty names, separators and dot-names."""
+    if not v or any(c in v for c in "/\\") or v.startswith("."):
+        raise ValueError(f"run name {v!r} must be a plain folder name")
+    return v
+
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors."""
 
@@ -122,12 +128,7 @@ class TrainConfig(Strict):
     # Also log per-epoch scalars and an example grid to RUN/tensorboard/ (needs the optional tensorboard package).
     tensorboard: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\") or v.startswith("."):
-            raise ValueError(f"run name {v!r} must be a plain folder name")
-        return v
+    _safe_name = field_validator("name")(plain_run_name)
 
     @model_validator(mode="after")
     def _needs_attack(self) -> TrainConfig:

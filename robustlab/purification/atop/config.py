@@ -23,7 +23,7 @@ from robustlab.errors import ConfigError, UnknownNameError
 from robustlab.presets import Preset, deep_merge, load_preset
 from robustlab.purification.atop.purifiers import PURIFIERS
 from robustlab.purification.atop.transforms import TRANSFORMS, RandomTransform
-from robustlab.training.config import AttackConfig, Strict, parse_config
+from robustlab.training.config import AttackConfig, Strict, parse_config, plain_run_name
 
 
 class TransformSettings(Strict):
@@ -111,6 +111,8 @@ class AToPConfig(Strict):
     purifier: PurifierSettings = Field(default_factory=PurifierSettings)
     pretrain: PhaseSettings = Field(default_factory=lambda: PhaseSettings(epochs=1, batch_size=16))
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+
+    _safe_name = field_validator("name")(plain_run_name)
 
 
 class ProtocolSettings(Strict):
