@@ -206,19 +206,31 @@ def machine_info(device: str | torch.device = "auto") -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def precision_line(budget: dict[str, Any]) -> str:
+    """The precision line of ``reproduce.md``: what the epochs ran in, beside what the preset asked for."""
+    ran = budget.get("bf16")
+    text = {True: "bf16 autocast", False: "fp32", None: "unknown (no epoch logged)"}.get(ran, str(ran))
+    return f"- precision: {text} (bf16 requested: {budget.get('bf16_requested')})"
+
+
 def budget_info(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    """The training budget actually used: epochs, steps, data, model, objective and its training attack."""
+    """The training budget actually used: epochs, steps, data, model, objective (every parameter, defaults included,
+    when the run stored them) and its training attack, and the precision the epochs really ran in."""
     last = run_dir / "checkpoints" / "last.json"
-    done = json.loads(last.read_text()).get("epoch") if last.exists() else None
+    state = json.loads(last.read_text()) if last.exists() else {}
+    done = state.get("epoch")
     best = run_dir / "checkpoints" / "best.json"
+    ran_bf16 = {bool(row["bf16"]) for row in read_jsonl(run_dir / "metrics.jsonl") if "bf16" in row}
     return {
         "epochs": cfg.epochs, "completed_epochs": done, "batch_size": cfg.batch_size,
         "max_steps_per_epoch": cfg.max_steps_per_epoch, "train_subset": cfg.data.train_subset,
         "dataset": cfg.data.dataset, "model": cfg.model.name, "objective": cfg.objective.name,
-        "objective_params": cfg.objective.params,
+        "objective_params": state.get("objective_params", cfg.objective.params),
         "training_attack": cfg.objective.attack.model_dump(exclude_none=True) if cfg.objective.attack else None,
         "eps_warmup_epochs": cfg.objective.eps_warmup_epochs, "optimizer": cfg.optimizer.model_dump(mode="json"),
-        "schedule": cfg.schedule.name, "bf16": cfg.bf16,
+        "schedule": cfg.schedule.name, "bf16_requested": cfg.bf16,
+        # the trainer falls back to fp32 where bf16 is not native: report what the epochs ran in ("mixed" if both)
+        "bf16": ran_bf16.pop() if len(ran_bf16) == 1 else ("mixed" if ran_bf16 else None),
         "best_checkpoint": json.loads(best.read_text()) if best.exists() else None,
     }
 
@@ -297,6 +309,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{b['batch_size']}, max steps/epoch {b['max_steps_per_epoch']}, train subset {b['train_subset']}",
               f"- {b['model']} on {b['dataset']}, objective `{b['objective']}` {json.dumps(b['objective_params'])}",
               f"- training attack: {attack_text}",
+              precision_line(b),
               "", "## Protocol", "", "```json", json.dumps(report["protocol"], indent=2), "```",
               "", "## Machine and wall times", "",
               f"- {mach['device_name']} ({mach['device']}), torch {mach['torch']}, {mach['threads']} threads",

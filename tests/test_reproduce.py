@@ -243,3 +243,28 @@ def test_reproduce_end_to_end_then_reuses_the_evaluation(tmp_path: Path) -> None
 def test_reproduce_unknown_preset_is_an_unknown_name_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["reproduce", "no-such-preset", "--runs-dir", str(tmp_path)])
     assert isinstance(result.exception, UnknownNameError) and "valid presets" in str(result.exception)
+
+
+def test_budget_reports_the_precision_the_epochs_ran_in_and_resolved_objective_params(tmp_path: Path) -> None:
+    """bf16 requested on a device without native bf16 trains in fp32 (the trainer logs it per epoch); the report
+    must say fp32, not echo the request. Objective parameters come from the run's state, defaults included."""
+    import sys
+
+    from robustlab.reproduce import budget_info, precision_line
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _training_helpers import tiny_config
+
+    cfg = tiny_config(bf16=True)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.json").write_text(
+        json.dumps({"epoch": 2, "objective_params": {"natural_weight": 0.0, "start": "uniform"}}))
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "bf16": false}\n{"epoch": 1, "bf16": false}\n')
+    budget = budget_info(cfg, tmp_path)
+    assert budget["bf16_requested"] is True and budget["bf16"] is False
+    assert budget["objective_params"] == {"natural_weight": 0.0, "start": "uniform"}
+    assert precision_line(budget) == "- precision: fp32 (bf16 requested: True)"
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "bf16": true}\n{"epoch": 1, "bf16": false}\n')
+    assert budget_info(cfg, tmp_path)["bf16"] == "mixed"
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert budget_info(cfg, tmp_path)["bf16"] is None
