@@ -15,6 +15,7 @@ def plain_run_name(v: str) -> str:
         raise ValueError(f"run name {v!r} must be a plain folder name")
     return v
 
+
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors."""
 
