@@ -84,3 +84,33 @@ def test_a_later_attack_is_not_called_once_every_point_is_broken() -> None:
     _, flags, _ = robust_flags(model, x, y, attacks, batch_size=7)
     assert not bool(flags["all"].any()) and not bool(flags["next"].any())
     assert second.seen == 0
+
+
+class PixelSum(nn.Module):
+    """Class 0 while the pixel sum stays above that of the input darkened by 0.45 per pixel, else class 1."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        margin = 0.01 * (x.flatten(1).sum(1) - self.threshold)
+        return torch.stack([margin, torch.zeros_like(margin)], 1)
+
+
+def test_large_eps_check_scales_the_step_so_the_attack_can_cross_the_ball() -> None:
+    """Regression: BIM-40 with step 0.01 (no random start) moves a pixel 0.4 at most, so at a 'near-total' eps 0.5
+    it could not reach a boundary 0.45 away and the sanity check blamed the model. The check keeps the step count
+    and scales the step by large_eps / eps."""
+    from robustlab.data import ImageData, dataset_info
+    from robustlab.evaluation.protocol import EvalConfig, run_protocol
+    from robustlab.training.config import parse_config
+
+    images = torch.full((4, 1, 28, 28), 128, dtype=torch.uint8)
+    data = ImageData(images, torch.zeros(4, dtype=torch.long), dataset_info("mnist"), "test", "synthetic")
+    model = PixelSum(threshold=784 * (128 / 255 - 0.45)).eval()
+    bim = {"name": "bim", "norm": "linf", "eps": 0.3, "steps": 40, "step_size": 0.01}
+    result = run_protocol(model, data, parse_config({"attacks": [bim], "grad_check_n": 0, "large_eps": 0.5},
+                                                    EvalConfig))
+    assert result.clean_accuracy == 1.0 and next(iter(result.robust_accuracy.values())) == 1.0
+    assert result.sanity["large_eps_accuracy"] == 0.0 and result.sanity["large_eps_collapsed"]

@@ -148,8 +148,11 @@ def run_protocol(
     large_eps_accuracy = None
     if cfg.large_eps is not None:
         first_attack = first_attack_config(cfg)
-        big = first_attack.model_copy(update={"eps": min(cfg.large_eps, 1.0) if first_attack.norm == "linf"
-                                              else cfg.large_eps})
+        big_eps = min(cfg.large_eps, 1.0) if first_attack.norm == "linf" else cfg.large_eps
+        update: dict[str, Any] = {"eps": big_eps}
+        if first_attack.step_size is not None:  # scale the step so the same step count can cross the larger ball
+            update["step_size"] = first_attack.step_size * big_eps / first_attack.eps
+        big = first_attack.model_copy(update=update)
         torch.manual_seed(derive_seed(cfg.seed, "large-eps"))
         _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size)
         large_eps_accuracy = accuracy_of(next(iter(big_flags.values())))
