@@ -313,16 +313,19 @@ def reproduce(
 ) -> None:
     """Train a preset (resuming), evaluate it with its protocol, write reproduce.json/.md: measured vs published."""
     from robustlab.presets import load_preset
-    from robustlab.reproduce import reproduce_run
+    from robustlab.reproduce import published_caveat, reproduce_run
 
     p = load_preset(preset, scale, _overrides(set_, None), variant=variant)
+    caveat = published_caveat(load_preset(preset, scale, None, variant=variant).train, p.train) if set_ else None
+    if caveat:
+        console.print(f"[yellow]warning:[/yellow] {caveat}")
     p.train = p.train.model_copy(update={"device": device})
     run_dir = runs_dir / p.train.name
     _write_eval_config(run_dir, p)
     report = reproduce_run(
         p, run_dir, evaluate=lambda: _evaluate_run(run_dir, p.eval, "best", progress, p.published, device),
         device=device, progress=progress, reevaluate=reevaluate, latent_plot=latent_plot, latent_n=latent_n,
-        log=console.print)
+        log=console.print, caveat=caveat)
     console.print(_comparison_table(report))
     console.print(f"report written to {run_dir / 'reproduce.json'} and {run_dir / 'reproduce.md'}")
 

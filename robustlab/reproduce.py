@@ -290,6 +290,21 @@ def _cell(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def published_caveat(preset_train: TrainConfig, run_train: TrainConfig) -> str | None:
+    """A warning when overrides changed what the published row describes (dataset, model, objective or its
+    parameters): the measured numbers are then not that row's reproduction. None when they describe the same."""
+    changed = [label for label, a, b in (
+        ("dataset", preset_train.data.dataset, run_train.data.dataset),
+        ("model", (preset_train.model.name, preset_train.model.kwargs), (run_train.model.name, run_train.model.kwargs)),
+        ("objective", preset_train.objective.name, run_train.objective.name),
+        ("objective parameters", preset_train.objective.params, run_train.objective.params),
+    ) if a != b]
+    if not changed:
+        return None
+    return (f"overrides changed the {', '.join(changed)} of this preset (objective {preset_train.objective.name!r} "
+            f"-> {run_train.objective.name!r}): the published column describes the preset, not this run")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """``reproduce.md``: the comparison table (measured and published columns kept apart) and the context."""
     pub = report["published"]
@@ -299,6 +314,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"Published numbers: {pub.get('source', 'no source given')}. Measured numbers come from "
               f"`{report['evaluation']['file']}`; a dash means no value (never filled in). Accuracy in percent.", "",
               "| metric | measured | published | note |", "|---|---:|---:|---|"]
+    if report.get("published_caveat"):
+        lines.insert(-2, f"**Not this preset's reproduction:** {report['published_caveat']}.\n")
     for row in report["rows"]:
         lines.append(f"| {row['metric']} | {_cell(row['measured'])} | {_cell(row['published'])} | {row['note']} |")
     b, mach, wt = report["budget"], report["machine"], report["wall_times"]
@@ -339,9 +356,11 @@ def reproduce_run(
     latent_plot: bool = False,
     latent_n: int = 1000,
     log: Callable[[str], None] = print,
+    caveat: str | None = None,
 ) -> dict[str, Any]:
     """Train ``preset`` in ``run_dir`` unless already complete (resuming otherwise), evaluate it with ``evaluate``
-    unless a matching evaluation exists (or ``reevaluate``), write the plots and the report; return the report."""
+    unless a matching evaluation exists (or ``reevaluate``), write the plots and the report; return the report.
+    ``caveat`` (see :func:`published_caveat`) is written into the report when overrides changed the method."""
     from robustlab.analysis.plots import plot_robust_accuracy_vs_eps
     from robustlab.training.trainer import Trainer
 
@@ -394,6 +413,7 @@ def reproduce_run(
         "rows": comparison_rows(result, preset.eval, preset.published),
         "measured": measured_summary(result, len(preset.eval.attacks)),
         "published": preset.published,
+        "published_caveat": caveat,
         "protocol": preset.eval.model_dump(mode="json", exclude_none=True),
         "budget": budget_info(preset.train, run_dir),
         "machine": machine_info(device),

@@ -238,6 +238,14 @@ def test_reproduce_end_to_end_then_reuses_the_evaluation(tmp_path: Path) -> None
     fresh = json.loads((run / "reproduce.json").read_text())
     assert fresh["evaluation"]["file"] != report["evaluation"]["file"] and not fresh["evaluation"]["reused"]
     assert fresh["rows"] == report["rows"]  # seeded evaluation: the same numbers again
+    assert report["published_caveat"] is None
+
+    other = CliRunner().invoke(app, [*args[:-3], "--set", "train.objective.params.natural_weight=1.0",
+                                     "--set", "train.name=tiny-other", "--set", "train.epochs=1"])
+    assert other.exit_code == 0, other.output + repr(other.exception)
+    caveat = json.loads((runs / "tiny-other" / "reproduce.json").read_text())["published_caveat"]
+    assert "objective parameters" in caveat and "not this run" in caveat
+    assert "Not this preset's reproduction" in (runs / "tiny-other" / "reproduce.md").read_text()
 
 
 def test_reproduce_unknown_preset_is_an_unknown_name_error(tmp_path: Path) -> None:
@@ -268,3 +276,19 @@ def test_budget_reports_the_precision_the_epochs_ran_in_and_resolved_objective_p
     assert budget_info(cfg, tmp_path)["bf16"] == "mixed"
     (tmp_path / "metrics.jsonl").write_text("")
     assert budget_info(cfg, tmp_path)["bf16"] is None
+
+
+def test_published_caveat_names_what_overrides_changed() -> None:
+    import sys
+
+    from robustlab.reproduce import published_caveat
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _training_helpers import tiny_config
+
+    base = tiny_config()
+    assert published_caveat(base, tiny_config(epochs=5, seed=1)) is None  # budget and seed: still the same method
+    ascl = tiny_config(objective={"name": "ascl", "attack": {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 3}})
+    caveat = published_caveat(base, ascl)
+    assert caveat is not None and "objective" in caveat and "'pgd-at' -> 'ascl'" in caveat
+    assert "model" in published_caveat(base, tiny_config(model={"name": "mlp", "kwargs": {"hidden": [8]}}))
