@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from datetime import datetime
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -20,25 +20,46 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial 
 console = Console()
 err_console = Console(stderr=True)
 
-PROTOCOLS = ("preset", "pgd", "autoattack-standard", "autoattack-plus", "autoattack-rand", "autoattack-custom")
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 SetOpt = Annotated[
     list[str], typer.Option("--set", help="Override, e.g. --set train.optimizer.lr=0.05 (repeatable).")
 ]
 StoreOpt = Annotated[Path | None, typer.Option(
-    "--store", help="Results store (SQLite); default $ROBUSTLAB_STORE, else runs/results.sqlite.")]
+    "--store", help="Results store (SQLite); default $ROBUSTLAB_STORE, else results.sqlite in --runs-dir (runs/).")]
 VariantOpt = Annotated[str | None, typer.Option(help="Row of a YAML file with variants (bundled rows are named "
                                                      "<file>-<variant>, see `robustlab presets`).")]
 
 
+#: The exit code of every error the CLI reports itself (robustlab's errors, files it cannot read or write); the same
+#: code click gives a usage error, so scripts need to check one number.
+ERROR_EXIT = 2
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """robustlab's log messages (a resumed run, a reused evaluation) as plain lines on the error console."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _setup() -> None:
+    """Show robustlab's INFO messages once per process (every command runs through here)."""
+    log = logging.getLogger("robustlab")
+    if not any(isinstance(h, _ConsoleLogHandler) for h in log.handlers):
+        log.addHandler(_ConsoleLogHandler())
+    log.setLevel(logging.INFO)
+
+
 def main() -> None:
-    """Entry point: robustlab errors become one red line and exit code 2, not a traceback."""
+    """Entry point: robustlab errors and files that cannot be read or written become one red line and exit code
+    ``ERROR_EXIT``, not a traceback."""
     try:
         app()
-    except RobustlabError as exc:
+    except (RobustlabError, OSError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        sys.exit(2)
+        sys.exit(ERROR_EXIT)
 
 
 def _overrides(pairs: list[str] | None, epochs: int | None, n: int | None = None) -> dict[str, Any]:
@@ -98,9 +119,11 @@ def train(
         bool, typer.Option("--evaluate/--no-evaluate", help="Run the preset's evaluation after training.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    store: StoreOpt = None,
 ) -> None:
     """Train a preset (resumes automatically from the run folder's last checkpoint)."""
     from robustlab.presets import load_preset
+    from robustlab.runs import write_preset_file
     from robustlab.training.trainer import Trainer
 
     p = load_preset(preset, scale, _overrides(set_, epochs), variant=variant)
@@ -111,43 +134,64 @@ def train(
         import shutil
 
         shutil.rmtree(run_dir / "checkpoints")
-    _write_eval_config(run_dir, p)
-    summary = Trainer(p.train, run_dir, show_progress=progress).fit()
+    trainer = Trainer(p.train, run_dir, show_progress=progress)  # validates the config before anything is written
+    write_preset_file(run_dir, p)
+    summary = trainer.fit()
     console.print(f"trained [bold]{p.name}[/bold] ({scale}) in {summary.seconds:.0f}s -> {run_dir}")
     if evaluate_after:
-        _evaluate_run(run_dir, p.eval, "best", progress, published=p.published)
-
-
-def _write_eval_config(run_dir: Path, preset: Any) -> None:
-    from robustlab.utils.io import atomic_write_text
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"preset": preset.name, "scale": preset.scale, "published": preset.published,
-           "eval": preset.eval.model_dump(mode="json", exclude_none=True)}
-    atomic_write_text(run_dir / "preset.yaml", yaml.safe_dump(doc, sort_keys=False))
+        _evaluate_run(run_dir, p.eval, "best", progress, published=p.published, store=_store_for(store, runs_dir))
 
 
 def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None,
-                  device: str = "auto", store: Path | None = None) -> Any:
+                  device: str = "auto", store: Path | None = None, out: Path | None = None) -> Any:
+    """Evaluate a run folder's checkpoint (or a checkpoint file) under ``eval_cfg``; the result JSON goes to ``out``
+    (default RUN/eval/<which>-<time>.json), whose folder is checked for writing before any attack runs."""
     from robustlab.data import load_dataset
     from robustlab.evaluation.protocol import run_protocol
+    from robustlab.runs import resolve_checkpoint, run_folder_of
     from robustlab.training.trainer import load_trained_model
+    from robustlab.utils.io import ensure_writable
 
-    model, meta = load_trained_model(run, which, device)
-    data = load_dataset(meta["dataset"], eval_cfg.split)
-    out_dir = _run_folder(run) / "eval"
+    ckpt = resolve_checkpoint(run, which)
     if run.is_file():
         which = run.stem  # a checkpoint file: label results by its name
+    folder = run_folder_of(run)
+    if out is None:
+        out = folder / "eval" / f"{which}-{datetime.now():%Y%m%d-%H%M%S-%f}.json"  # never overwrites a result
+        state_dir = folder / "eval" / f"state-{which}"
+    else:
+        state_dir = out.parent / f"{out.stem}.state"
+    ensure_writable(out.parent, "the evaluation result")
+    model, meta = load_trained_model(ckpt, which, device)
+    data = load_dataset(meta["dataset"], eval_cfg.split)
     result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
-                          show_progress=progress, state_dir=out_dir / f"state-{which}")
-    out = out_dir / f"{which}-{datetime.now():%Y%m%d-%H%M%S-%f}.json"  # never overwrites an earlier result
-    result.save(out)
+                          show_progress=progress, state_dir=state_dir)
     console.print(_result_table(f"{run} ({which})", result, published))
+    _save_result(result, out)
     console.print(f"result written to {out}")
-    _record_in_store(result, _run_folder(run), out, store)
+    _record_in_store(result, folder, out, store)
     if result.eps_sweep:
-        _plot_sweep(result, out_dir / "robust_accuracy_vs_eps.png", published, str(run))
+        _plot_sweep(result, out.parent / "robust_accuracy_vs_eps.png", published, str(run))
     return result, out
+
+
+def _save_result(result: Any, out: Path) -> None:
+    """Write the result; if that fails after all the attacks ran, print it as JSON so it is not lost, then fail."""
+    from robustlab.errors import OutputError
+
+    try:
+        result.save(out)
+    except OSError as exc:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+        raise OutputError(f"could not write the result to {out} ({exc.strerror or exc}); it was printed above as JSON. "
+                          "Pass --out PATH to write it elsewhere next time") from None
+
+
+def _store_for(store: Path | None, runs_dir: Path) -> Path:
+    """The store of a command with ``--runs-dir``: ``--store``, else $ROBUSTLAB_STORE, else beside the runs."""
+    from robustlab.store.db import default_store_path
+
+    return store if store is not None else default_store_path(runs_dir)
 
 
 def _record_in_store(result: Any, run_dir: Path, eval_file: Path, store: Path | None) -> None:
@@ -184,8 +228,12 @@ def evaluate(
         "with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
-    n: Annotated[int | None, typer.Option(help="Number of test points (default: the protocol's).")] = None,
-    eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks).")] = None,
+    n: Annotated[int | None, typer.Option(min=1, help="Number of test points (default: the protocol's).")] = None,
+    eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks and the large-eps "
+                                                   "check).")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf, l2 or l1: with --eps, for a run that names no threat "
+                                                  "model.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result JSON here (default RUN/eval/).")] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     device: DeviceOpt = "auto",
@@ -193,51 +241,18 @@ def evaluate(
 ) -> None:
     """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/ and the
     results store."""
+    from robustlab.evaluation.defaults import protocol_for_run
     from robustlab.evaluation.protocol import EvalConfig
-    from robustlab.presets import deep_merge, load_preset
+    from robustlab.presets import load_preset
+    from robustlab.runs import resolve_checkpoint, run_folder_of
     from robustlab.training.config import parse_config
 
-    published: dict = {}
-    if protocol not in PROTOCOLS:
-        raise RobustlabError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    if preset is not None:
-        eval_dict = load_preset(preset, scale).eval.model_dump(mode="json", exclude_none=True)
-    elif protocol == "preset" and run.is_dir() and (run / "preset.yaml").exists():
-        doc = yaml.safe_load((run / "preset.yaml").read_text())
-        eval_dict, published = doc["eval"], doc.get("published", {})
-    else:
-        eval_dict = _default_eval(run)
-    if protocol.startswith("autoattack-"):
-        pgd = eval_dict["attacks"][0]
-        eval_dict = {**eval_dict, "attacks": [], "large_eps": None,
-                     "autoattack": {"version": protocol.split("-", 1)[1], "norm": pgd["norm"], "eps": pgd["eps"]}}
-    overrides = _overrides(set_, None, n).get("eval", {})
-    eval_dict = deep_merge(eval_dict, overrides)
-    if eps is not None:
-        eval_dict["attacks"] = [{**a, "eps": eps} for a in eval_dict["attacks"]]
-        if eval_dict.get("autoattack"):
-            eval_dict["autoattack"]["eps"] = eps
-    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device, store)
-
-
-def _run_folder(run: Path) -> Path:
-    """The run folder of a run path or of a checkpoint file inside its ``checkpoints/`` folder."""
-    if run.is_dir():
-        return run
-    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
-
-
-def _default_eval(run: Path) -> dict[str, Any]:
-    """PGD-50 x 3 at the training threat model, when the run has no preset protocol."""
-    cfg_path = _run_folder(run) / "config.yaml"
-    if not cfg_path.exists():
-        raise RobustlabError(f"{run} has no config.yaml or preset.yaml; pass --preset to choose a protocol")
-    attack = (yaml.safe_load(cfg_path.read_text()).get("objective") or {}).get("attack")
-    if not attack:
-        raise RobustlabError(f"{run} was trained without an attack; pass --preset or --set eval.attacks=[...]")
-    large = min(1.0, 4 * attack["eps"]) if attack["norm"] == "linf" else 4 * attack["eps"]
-    pgd = {"name": "pgd", "norm": attack["norm"], "eps": attack["eps"], "steps": 50, "restarts": 3}
-    return {"attacks": [pgd], "large_eps": large}
+    resolve_checkpoint(run, which)  # a missing run or checkpoint is reported before anything else
+    preset_eval = None if preset is None else load_preset(preset, scale).eval.model_dump(mode="json",
+                                                                                          exclude_none=True)
+    eval_dict, published = protocol_for_run(run_folder_of(run), protocol=protocol, preset_eval=preset_eval, eps=eps,
+                                            norm=norm, overrides=_overrides(set_, None, n).get("eval", {}))
+    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device, store, out)
 
 
 @app.command()
@@ -248,7 +263,7 @@ def attack(
     = "pgd",
     eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
-    n: Annotated[int, typer.Option(help="Attack the first N points of the split.")] = 100,
+    n: Annotated[int, typer.Option(min=1, help="Attack the first N points of the split.")] = 100,
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     set_: SetOpt = None,  # type: ignore[assignment]
@@ -310,6 +325,7 @@ def reproduce(
         help="Also plot latent PCA for a model with encode() (always done for adr and ascl).")] = False,
     latent_n: Annotated[int, typer.Option(min=1, help="Test points in the latent plot.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    store: StoreOpt = None,
 ) -> None:
     """Train a preset (resuming), evaluate it with its protocol, write reproduce.json/.md: measured vs published."""
     from robustlab.presets import load_preset
@@ -321,9 +337,9 @@ def reproduce(
         console.print(f"[yellow]warning:[/yellow] {caveat}")
     p.train = p.train.model_copy(update={"device": device})
     run_dir = runs_dir / p.train.name
-    _write_eval_config(run_dir, p)
     report = reproduce_run(
-        p, run_dir, evaluate=lambda: _evaluate_run(run_dir, p.eval, "best", progress, p.published, device),
+        p, run_dir, evaluate=lambda: _evaluate_run(run_dir, p.eval, "best", progress, p.published, device,
+                                                  _store_for(store, runs_dir)),
         device=device, progress=progress, reevaluate=reevaluate, latent_plot=latent_plot, latent_n=latent_n,
         log=console.print, caveat=caveat)
     console.print(_comparison_table(report))
@@ -367,13 +383,17 @@ def detect(
 ) -> None:
     """Entropy detector (CCE-DM): ROC and AUC per attack and eps; JSON and ROC plot in RUN/analysis/."""
     from robustlab.analysis.detection import DetectionResult, detection_experiment, plot_roc, save_detection
+    from robustlab.models.ensemble import is_ensemble
+    from robustlab.runs import run_folder_of
 
     model, _, x, y = _analysis_inputs(run, n, which, device)
     eps_values = _float_list(eps)
-    out = _run_folder(run) / "analysis"
-    table = Table(title=f"entropy detection ({source} prediction), AUC %, n={len(x)}")
+    out = run_folder_of(run) / "analysis"
+    whose = f"{source} prediction" if is_ensemble(model) else "the model's prediction"
+    table = Table(title=f"entropy detection ({whose}), AUC %, n={len(x)}")
     for col in ("attack", "eps", "clean kept", "adversarial", "AUC"):
         table.add_column(col, justify="right")
+    table.add_column("note")
     rows = []
     for e in eps_values:  # one experiment per eps so the default step size follows eps
         specs = {a: {"name": a, **({} if a == "fgsm" else {"steps": steps, "step_size": step_size or e / 10})}
@@ -381,11 +401,11 @@ def detect(
         rows += detection_experiment(model, x, y, specs, [e], norm=norm, source=source).rows  # type: ignore[arg-type]
     result = DetectionResult(source=source, only_successful=True, n=len(x), rows=rows)
     for r in rows:
-        table.add_row(r["attack"], f"{r['eps']:g}", str(r["n_clean"]), str(r["n_adversarial"]),
-                      f"{100 * r['auc']:.1f}")
+        auc = "n/a" if r["roc"] is None else f"{100 * r['auc']:.1f}"
+        table.add_row(r["attack"], f"{r['eps']:g}", str(r["n_clean"]), str(r["n_adversarial"]), auc, r.get("note", ""))
     console.print(table)
     save_detection(result, out / "detection.json")
-    plot_roc(result, out / "detection_roc.png")
+    plot_roc(result, out / "detection_roc.png", title=f"entropy detector ({whose})")
     console.print(f"written {out / 'detection.json'} and {out / 'detection_roc.png'}")
 
 
@@ -403,6 +423,7 @@ def transfer(
     """Transferability inside an ensemble: the a^(i,j) matrix, T, nT, a_single and the S subsets (CCE A7)."""
     from robustlab.analysis.transferability import print_transferability, save_transferability, transferability
     from robustlab.attacks import create_attack
+    from robustlab.runs import run_folder_of
     from robustlab.threat import ThreatModel
 
     model, _, x, y = _analysis_inputs(run, n, which, device)
@@ -411,7 +432,7 @@ def transfer(
     result = transferability(model, x, y, lambda m: create_attack("pgd", m, threat, steps=steps,
                                                                    step_size=step_size or eps / 10), label=label)
     print_transferability(result, console)
-    path = save_transferability(result, _run_folder(run) / "analysis" / "transferability.json")
+    path = save_transferability(result, run_folder_of(run) / "analysis" / "transferability.json")
     console.print(f"written {path}")
 
 
@@ -520,7 +541,7 @@ def report(
     if (run is None) == (not all_runs):
         raise RobustlabError("pass either a run folder or --all (not both)")
     kwargs = {"grid_n": grid_n, "grid_steps": grid_steps, "device": device}
-    with ResultsStore(store) as db:
+    with ResultsStore(store if run is not None else _store_for(store, runs_dir)) as db:
         if run is not None:
             console.print(f"report written to {write_run_report(run, db, out, **kwargs)}")
             return
@@ -529,10 +550,21 @@ def report(
 
 
 @app.command()
-def data() -> None:
-    """Show which datasets are available and from which source (and how to get the missing ones)."""
-    from robustlab.data import describe_sources
+def data(
+    name: Annotated[str | None, typer.Argument(help="Load this dataset once (from --root or --download) and cache "
+                                                    "it, so later commands find it offline.")] = None,
+    root: Annotated[Path | None, typer.Option(help="A folder holding the dataset (CIFAR-10: cifar-10-batches-py/).")]
+    = None,
+    download: Annotated[bool, typer.Option(help="Download (checksummed) when no offline source has it.")] = False,
+) -> None:
+    """Show which datasets are available and from which source (and how to get the missing ones); with NAME, fetch
+    that dataset into the local cache."""
+    from robustlab.data import describe_sources, load_dataset
 
+    if name is not None:
+        for split in ("train", "test"):
+            loaded = load_dataset(name, split, root=root, download=download)
+            console.print(f"{loaded.info.name} {split}: {len(loaded)} images from {loaded.source}")
     table = Table(title="datasets")
     for col in ("dataset", "available", "source / how to get it"):
         table.add_column(col)
@@ -562,15 +594,17 @@ def demo(
 ) -> None:
     """The main job: train a robust MNIST SmallCNN in minutes, evaluate it honestly, print the table."""
     from robustlab.presets import load_preset
+    from robustlab.runs import write_preset_file
     from robustlab.training.trainer import Trainer
 
     t0 = time.perf_counter()
     p = load_preset("demo", "quick")
     run_dir = runs_dir / p.train.name
-    _write_eval_config(run_dir, p)
-    Trainer(p.train, run_dir, show_progress=progress).fit()
+    trainer = Trainer(p.train, run_dir, show_progress=progress)
+    write_preset_file(run_dir, p)
+    trainer.fit()
     t_train = time.perf_counter() - t0
-    result, _ = _evaluate_run(run_dir, p.eval, "best", progress)
+    result, _ = _evaluate_run(run_dir, p.eval, "best", progress, store=_store_for(None, runs_dir))
     total = time.perf_counter() - t0
     pgd_acc = next(iter(result.robust_accuracy.values()))
     checks = {

@@ -27,6 +27,10 @@ class CheckpointError(RobustlabError):
     """A checkpoint that cannot be loaded into the requested model (corrupt, foreign, wrong architecture)."""
 
 
+class OutputError(RobustlabError, OSError):
+    """A result, checkpoint or report that cannot be written (read-only folder, full disk, permissions)."""
+
+
 class UnknownNameError(RobustlabError, KeyError):
     """A registry lookup for a name that does not exist; the message lists the valid names."""
 

@@ -362,6 +362,7 @@ def reproduce_run(
     unless a matching evaluation exists (or ``reevaluate``), write the plots and the report; return the report.
     ``caveat`` (see :func:`published_caveat`) is written into the report when overrides changed the method."""
     from robustlab.analysis.plots import plot_robust_accuracy_vs_eps
+    from robustlab.runs import write_preset_file
     from robustlab.training.trainer import Trainer
 
     t0 = time.perf_counter()
@@ -369,9 +370,12 @@ def reproduce_run(
     previous = json.loads((run_dir / REPORT_JSON).read_text()) if (run_dir / REPORT_JSON).exists() else {}
     trained_now = not training_complete(run_dir, preset.train)
     if trained_now:
-        summary = Trainer(preset.train, run_dir, show_progress=progress).fit()
+        trainer = Trainer(preset.train, run_dir, show_progress=progress)  # validates before anything is written
+        write_preset_file(run_dir, preset)
+        summary = trainer.fit()
         wall["train_s"] = summary.seconds
     else:
+        write_preset_file(run_dir, preset)
         log(f"{run_dir} is already trained to {preset.train.epochs} epochs; not training")
         old = previous.get("wall_times", {})
         if "train_s" in old:

@@ -49,12 +49,25 @@ def check_logits(out: object, batch_size: int) -> Tensor:
     if isinstance(out, (tuple, list, dict)):
         raise InputError(
             f"the model returned a {type(out).__name__}; attacks need a module returning one logits tensor (N, C). "
-            "Wrap it, e.g. lambda x: model(x)[0]"
+            "Wrap it in a module that selects the logits: robustlab.models.SelectOutput(model, 0) returns "
+            "model(x)[0] (use the key of the logits for a dict)"
         )
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != batch_size:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise InputError(f"the model must return logits of shape ({batch_size}, num_classes), got {shape}")
     return out
+
+
+def check_module(model: object) -> None:
+    """Require a ``torch.nn.Module``: attacks switch it (and every submodule) to eval mode and its parameters'
+    gradients off, which a plain function cannot offer."""
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"the model must be a torch.nn.Module, got {type(model).__name__}; wrap a model whose output needs "
+            "selecting with robustlab.models.SelectOutput(model, 0), or write a small nn.Module around a function"
+        )
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None:

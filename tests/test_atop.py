@@ -4,6 +4,7 @@ BPDA), exact resume of purifier training, the protocols and bad inputs. Tiny pur
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import pytest
@@ -312,18 +313,22 @@ def test_cli_atop_runs_both_phases_and_reuses_its_evaluations(tmp_path) -> None:
             "--no-progress"]
     for kv in ("atop.train_subset=64", "atop.pretrain.max_steps_per_epoch=1", "atop.finetune.max_steps_per_epoch=1",
                "atop.pretrain.epochs=1", "eval.n=4", "eval.apgd_steps=1", "eval.eot_samples=1", "eval.b_steps=1",
-               "eval.protocols=[A,B]"):
+               "eval.c_steps=1", "eval.unseen_steps=1"):  # the preset's default protocol list: A, B, C, unseen
         args += ["--set", kv]
     runner = CliRunner()
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     run = tmp_path / "atop-mnist-rt1-quick"
     files = sorted(p.name for p in (run / "eval").iterdir())
-    assert files == ["finetuned-A.json", "finetuned-B.json", "pretrained-A.json", "pretrained-B.json"]
+    results = ["A", "B", "C", "unseen-l1", "unseen-l2", "unseen-linf"]
+    assert files == sorted(f"{phase}-{r}.json" for phase in ("finetuned", "pretrained") for r in results)
+    summary = json.loads((run / "atop_summary.json").read_text())["results"]
+    assert sorted(summary["finetuned"]) == sorted(results)
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").iterdir()}
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert {p: p.stat().st_mtime_ns for p in (run / "eval").iterdir()} == stamps
+    args += ["--set", "eval.protocols=[A,B]"]
     named = runner.invoke(app, [*args, "--set", "atop.name=my-atop", "--set", "eval.protocols=[B]"])
     assert named.exit_code == 0, named.output
     assert (tmp_path / "my-atop" / "eval" / "finetuned-B.json").exists()

@@ -326,7 +326,7 @@ def test_protocol_attacks_can_craft_on_a_surrogate_aggregation() -> None:
     pgd = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 3, "random_start": False}
     cfg = parse_config({"attacks": [{**pgd, "surrogate": "logit"}], "grad_check_n": 0, "large_eps": 0.9}, EvalConfig)
     result = run_protocol(m, data, cfg)
-    assert list(result.robust_accuracy) == ["pgd-3 linf eps=0.3 via logit"]
+    assert list(result.robust_accuracy) == ["pgd-3 random_start=False linf eps=0.3 via logit"]
     assert result.protocol[0]["surrogate"] == "logit"
     with pytest.raises(ConfigError, match="evaluation setting"):
         build_attack(AttackConfig(name="pgd", eps=0.3, surrogate="logit"), m)

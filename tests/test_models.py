@@ -161,7 +161,7 @@ def test_layer_taps_shapes_graph_and_hook_removal():
 
 def test_layer_taps_remove_hooks_after_an_exception():
     model = create_model("mlp", MNIST)
-    with pytest.raises(RuntimeError), LayerTaps(model, ["net.hidden.fc1", "net.hidden"]):
+    with pytest.raises(InputError, match="1-channel"), LayerTaps(model, ["net.hidden.fc1", "net.hidden"]):
         assert _hook_count(model) == 2
         model(torch.rand(2, 3, 5, 5))  # wrong input size
     assert _hook_count(model) == 0

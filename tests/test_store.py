@@ -169,10 +169,16 @@ def test_store_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_protocol_labels_and_matching() -> None:
-    label = protocol_label([{"name": "pgd", "steps": 50, "restarts": 3}, {"name": "autoattack-standard"}])
+    label = protocol_label([{"name": "pgd", "steps": 50, "restarts": 3, "threat": {"norm": "linf", "eps": 0.3}},
+                            {"name": "autoattack-standard", "norm": "linf", "eps": 0.3}])
     assert label == "pgd-50x3 + autoattack-standard"
     two = [{"name": "apgd-dlr", "steps": 100, "restarts": 1}, {"name": "square"}]
     assert protocol_label(two) == "apgd-dlr-100 + square"
+    # protocols that differ in a setting (here the step size) never share a label
+    stepped = protocol_label([{"name": "pgd", "steps": 50, "restarts": 3, "step_size": 0.01}])
+    assert stepped == "pgd-50x3 step_size=0.01" and stepped != label.split(" + ")[0]
+    atop = [{"protocol": "A", "name": "apgd-ce-20 eot=4 linf eps=0.3", "steps": 20}]  # a whole label as name
+    assert protocol_label(atop) == "apgd-ce-20 eot=4"
     assert protocol_matches(label, "pgd") and protocol_matches(label, "autoattack-standard")
     assert protocol_matches(label, "autoattack") and protocol_matches(label, label)
     assert not protocol_matches(label, "apgd") and not protocol_matches(label, "autoattack-plus")
@@ -234,7 +240,7 @@ def test_leaderboard_exports_and_published_column(board: ResultsStore) -> None:
     for table in render_tables(rows):
         console.print(table)
     text = console.export_text()
-    assert "94.30 (published)" in text and "paper % (published)" in text and "1 warning(s)" in text
+    assert "94.30" in text and "paper" in text and "published counterpart" in text and "1 warn" in text
 
 
 def test_leaderboard_command(board: ResultsStore, tmp_path: Path) -> None:

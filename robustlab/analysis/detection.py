@@ -137,6 +137,8 @@ def detection_experiment(
                 row["roc"] = roc_curve(clean_h[keep], adv_h[fooled])
             else:
                 row["auc"], row["roc"] = math.nan, None
+                row["note"] = ("the model classifies no clean point correctly" if not keep.any() else
+                               "no adversarial example fooled the model, so there is nothing to detect")
             result.rows.append(row)
     return result
 
@@ -157,13 +159,16 @@ def plot_roc(result: DetectionResult, path: str | Path, *, title: str | None = N
 
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    for row in result.rows:
-        if row.get("roc"):
-            ax.plot(row["roc"]["fpr"], row["roc"]["tpr"], label=f"{row['attack']} eps={row['eps']:.4g} "
-                    f"(AUC {100 * row['auc']:.1f})")
+    curves = [row for row in result.rows if row.get("roc")]
+    for row in curves:
+        ax.plot(row["roc"]["fpr"], row["roc"]["tpr"], label=f"{row['attack']} eps={row['eps']:.4g} "
+                f"(AUC {100 * row['auc']:.1f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate (clean flagged)")
     ax.set_ylabel("true positive rate (adversarial flagged)")
     ax.set_title(title or f"entropy detector ({result.source} prediction)")
-    ax.legend(fontsize=7, loc="lower right")
+    if curves:
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no ROC: no attack fooled the model", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)

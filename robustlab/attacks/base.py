@@ -13,12 +13,13 @@ from torch import Tensor, nn
 from robustlab.attacks.losses import LossFn, get_loss
 from robustlab.errors import InputError
 from robustlab.threat import ThreatModel
-from robustlab.validation import check_images, check_labels, check_logits, check_positive
+from robustlab.validation import check_images, check_labels, check_logits, check_module, check_positive
 
 
 @contextlib.contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode and switch parameter gradients off; restore both exactly afterwards."""
+    check_module(model)
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
@@ -76,6 +77,17 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     return torch.cat([check_logits(model(chunk), len(chunk)) for chunk in chunks])
 
 
+def _probe(model: nn.Module, x: Tensor) -> object:
+    """One forward pass whose shape errors name the input convention (a raw conv error says neither)."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        looks_nhwc = x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
+        nhwc = " (it looks like NHWC: use x.permute(0, 3, 1, 2))" if looks_nhwc else ""
+        raise InputError(f"the model failed on an input of shape {tuple(x.shape)}{nhwc}; robustlab feeds float NCHW "
+                         f"images in [0, 1]. The model said: {exc}") from exc
+
+
 class Attack:
     """Base class: ``attack = PGD(model, threat, ...); x_adv = attack(x, y)`` or ``attack(x, y, target=t)``.
 
@@ -96,6 +108,7 @@ class Attack:
         if not isinstance(threat, ThreatModel):
             raise InputError(f"threat must be a ThreatModel, got {type(threat).__name__}")
         check_positive(eot_samples, "eot_samples")
+        check_module(model)
         self.model = model
         self.threat = threat
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
@@ -124,7 +137,7 @@ class Attack:
         y, target = self._check_inputs(x, y, target)
         with attack_mode(self.model):
             with torch.no_grad():
-                num_classes = check_logits(self.model(x[:1]), 1).shape[1]
+                num_classes = check_logits(_probe(self.model, x[:1]), 1).shape[1]
             check_labels(y, x.shape[0], num_classes)
             if target is not None:
                 check_labels(target, x.shape[0], num_classes, name="target")

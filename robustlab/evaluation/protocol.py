@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from robustlab.attacks.spec import build_attack
 from robustlab.attacks.wrappers import TransferAttack
 from robustlab.data import ImageData
 from robustlab.errors import ConfigError
+from robustlab.evaluation import labels
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
@@ -22,6 +24,8 @@ from robustlab.threat import ThreatModel
 from robustlab.training.config import AttackConfig, Strict
 from robustlab.utils.device import model_device
 from robustlab.utils.rng import derive_seed
+
+logger = logging.getLogger(__name__)
 
 
 class AutoAttackConfig(Strict):
@@ -69,12 +73,8 @@ class EvalConfig(Strict):
 
 
 def attack_label(cfg: AttackConfig) -> str:
-    """Human-readable, unique-enough name: ``pgd-50x3 linf eps=0.3``."""
-    steps = f"-{cfg.steps}" if cfg.steps else ""
-    restarts = f"x{cfg.restarts}" if cfg.restarts and cfg.restarts > 1 else ""
-    eot = f" eot={cfg.eot_samples}" if cfg.eot_samples and cfg.eot_samples > 1 else ""
-    via = f" via {cfg.surrogate}" if cfg.surrogate else ""
-    return f"{cfg.name}{steps}{restarts} {cfg.norm} eps={cfg.eps:.4g}{eot}{via}"
+    """Human-readable label naming every setting that is set: ``pgd-50x3 step_size=0.01 linf eps=0.3``."""
+    return labels.attack_label(cfg.model_dump(exclude_none=True))
 
 
 def surrogate_view(model: nn.Module, name: str) -> nn.Module:
@@ -211,6 +211,9 @@ def _run_autoattack(
     if state_dir is not None:
         key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
         state_file = Path(state_dir) / f"autoattack-{key}.state.safetensors"
+        if state_file.exists():
+            logger.info("resuming AutoAttack from its state file %s (attacks and batches done are not re-run)",
+                        state_file)
     runner = AutoAttack(model, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
                         attack_kwargs=aa.attack_kwargs, seed=cfg.seed, state_file=state_file,
                         batch_size=cfg.batch_size, show_progress=show_progress)

@@ -6,6 +6,7 @@ encoder output); ``create_model`` wraps it in ``Normalized`` so models take imag
 
 # Importing the architecture modules registers their builders.
 from robustlab.models import cw_cnn, ensemble, mlp, preact_resnet, resnet, small_cnn, wide_resnet  # noqa: F401
+from robustlab.models.adapters import SelectOutput
 from robustlab.models.base import ClassifierNet
 from robustlab.models.ensemble import Ensemble, ensemble_from_runs, member_logits, member_models
 from robustlab.models.fingerprint import model_fingerprint, unwrap_model
@@ -28,5 +29,6 @@ __all__ = [
     "named_layers",
     "register_model",
     "resolve_dataset",
+    "SelectOutput",
     "unwrap_model",
 ]

@@ -211,7 +211,7 @@ def ensemble_from_runs(
     first = loaded[0][0]
     if any(not torch.equal(m.mean, first.mean) or not torch.equal(m.std, first.std) for m, _ in loaded):
         raise ConfigError("ensemble member runs use different input normalisation; they must share one dataset")
-    wrapped = Normalized(Ensemble(nets), first.mean, first.std).to(first.mean.device)
+    wrapped = Normalized(Ensemble(nets), first.mean, first.std, in_channels=first.in_channels).to(first.mean.device)
     wrapped.model_spec = {"model": "ensemble", "dataset": datasets[0], "kwargs": {"members": specs}}
     wrapped.eval()
     return wrapped

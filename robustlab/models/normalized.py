@@ -24,23 +24,31 @@ class Normalized(nn.Module):
     mean: Tensor
     std: Tensor
 
-    def __init__(self, net: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
+    def __init__(self, net: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, *,
+                 in_channels: int | None = None) -> None:
+        """``in_channels``: the channel count the net expects (checked on every input; by default the length of a
+        per-channel ``mean``, unchecked for a single shared mean)."""
         super().__init__()
         m, s = _floats(mean), _floats(std)
         if not m or len(m) != len(s):
             raise InputError(f"mean and std need the same non-zero length, got {len(m)} and {len(s)}")
         if not all(math.isfinite(v) for v in m) or not all(math.isfinite(v) and v > 0 for v in s):
             raise InputError(f"mean must be finite and std finite and > 0, got mean={m} std={s}")
+        if in_channels is not None and len(m) not in (1, in_channels):
+            raise InputError(f"mean/std have {len(m)} entries but the model takes {in_channels} channels")
         self.net = net
+        self.in_channels = in_channels if in_channels is not None else (len(m) if len(m) > 1 else None)
         self.register_buffer("mean", torch.tensor(m, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1))
         self.model_spec: dict[str, Any] = {}
 
     def normalize(self, x: Tensor) -> Tensor:
         """(x - mean) / std with per-channel broadcasting."""
-        c = self.mean.shape[1]
-        if c != 1 and (x.dim() < 2 or x.shape[1] != c):
-            raise InputError(f"model expects {c}-channel NCHW input, got shape {tuple(x.shape)}")
+        c = self.in_channels
+        if c is not None and (x.dim() != 4 or x.shape[1] != c):
+            hint = ("; it looks like NHWC: use x.permute(0, 3, 1, 2)"
+                    if x.dim() == 4 and x.shape[-1] == c and x.shape[1] != c else "")
+            raise InputError(f"model expects {c}-channel NCHW input, got shape {tuple(x.shape)}{hint}")
         return (x - self.mean) / self.std
 
     def forward(self, x: Tensor) -> Tensor:

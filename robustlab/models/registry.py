@@ -129,7 +129,7 @@ def create_model(name: str, dataset: str | DatasetLike, **kwargs: Any) -> Normal
         raise InputError(f"dataset num_classes must be >= 1, got {info.num_classes}")
     _check_kwargs(name, builder, kwargs)
     net = builder(c, num_classes, h if h == w else (h, w), **kwargs)
-    model = Normalized(net, info.mean, info.std)
+    model = Normalized(net, info.mean, info.std, in_channels=c)
     model.model_spec = {"model": _key(name), "dataset": _dataset_name(info), "kwargs": dict(kwargs)}
     return model
 

@@ -24,6 +24,7 @@ import yaml
 from robustlab.errors import ConfigError, UnknownNameError
 from robustlab.evaluation.protocol import EvalConfig
 from robustlab.training.config import TrainConfig, parse_config
+from robustlab.utils.dicts import deep_merge
 
 SCALES = ("quick", "paper")
 _TOP_KEYS = {"name", "description", "reference", "train", "eval", "scales", "published", "notes", "variants"}
@@ -47,17 +48,6 @@ class Preset:
 
 def _preset_dir() -> Any:
     return resources.files("robustlab.presets")
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base``; lists and scalars are replaced."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

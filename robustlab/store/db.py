@@ -37,10 +37,13 @@ class StoreError(RobustlabError):
     """A results store that cannot be used (not SQLite, not a store, newer schema); the message says what to do."""
 
 
-def default_store_path() -> Path:
-    """``$ROBUSTLAB_STORE`` when set, else ``runs/results.sqlite``."""
+def default_store_path(runs_dir: str | Path | None = None) -> Path:
+    """``$ROBUSTLAB_STORE`` when set, else ``results.sqlite`` in ``runs_dir`` (``runs/`` when not given), so the
+    store lives beside the run folders it records."""
     env = os.environ.get(STORE_ENV)
-    return Path(env) if env else DEFAULT_STORE
+    if env:
+        return Path(env)
+    return DEFAULT_STORE if runs_dir is None else Path(runs_dir) / DEFAULT_STORE.name
 
 
 def _check_file(path: Path) -> None:

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,29 +69,45 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
+def wilson_half_width(accuracy: float, n: int, z: float = 1.96) -> float:
+    """Half-width of the 95% Wilson score interval of an accuracy measured on ``n`` points (0 <= result <= 0.5):
+    how far a number on few points can be from the one on the whole test set."""
+    if n <= 0:
+        return float("nan")
+    spread = accuracy * (1 - accuracy) / n + z * z / (4 * n * n)
+    return z * spread**0.5 / (1 + z * z / n)
+
+
 def render_tables(rows: Sequence[dict[str, Any]], limit: int | None = None) -> list[Any]:
-    """One rich Table per (dataset, threat model); ``limit`` keeps the top rows of each."""
+    """One rich Table per (dataset, threat model); ``limit`` keeps the top rows of each. Numbers never wrap or get
+    cut; the worst case carries its 95% interval, so a number on 20 points reads as the guess it is. Preset, scale
+    and date are in the CSV/JSON exports."""
+    from rich import box
     from rich.table import Table
 
     tables = []
     for (dataset, norm, eps), group in grouped(rows).items():
-        table = Table(title=f"{dataset} · {norm} eps={eps:.4g}")
-        for col, justify in (("#", "right"), ("run", "left"), ("method", "left"), ("preset", "left"),
-                             ("scale", "left"), ("protocol", "left"), ("n", "right"), ("clean %", "right"),
-                             ("worst case %", "right"), ("paper % (published)", "right"), ("sanity", "left"),
-                             ("evaluated", "left")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table = Table(title=f"{dataset} · {norm} eps={eps:.4g} (accuracy %)", box=box.SIMPLE_HEAD)
+        table.add_column("#", justify="right", no_wrap=True)
+        table.add_column("run", overflow="fold", ratio=3)
+        table.add_column("method", overflow="fold", ratio=2)
+        table.add_column("protocol", overflow="fold", ratio=3, min_width=8)
+        for col in ("n", "clean", "worst ±95%", "paper"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("sanity", no_wrap=True)
         shown = group if limit is None else group[:limit]
         for r in shown:
-            paper = "" if r["paper_robust"] is None else f"[cyan]{r['paper_robust']:.2f}[/cyan] (published)"
-            sanity = "ok" if r["sanity_ok"] else f"[red]{len(r['sanity_warnings'])} warning(s)[/red]"
-            table.add_row(str(r["rank"]), r["run"] or "?", r["method"] or "?", r["preset"] or "", r["scale"] or "",
-                          r["protocol"] or "?", str(r["n"]), _pct(r["clean_accuracy"]),
-                          f"[bold]{_pct(r['worst_case_accuracy'])}[/bold]", paper, sanity,
-                          f"{datetime.fromtimestamp(r['created_at']):%Y-%m-%d %H:%M}")
+            n = int(r["worst_case_n"] or r["n"] or 0)
+            ci = wilson_half_width(r["worst_case_accuracy"], n)
+            worst = f"[bold]{_pct(r['worst_case_accuracy'])}[/bold]±{100 * ci:.1f}"
+            paper = "" if r["paper_robust"] is None else f"[cyan]{r['paper_robust']:.2f}[/cyan]"
+            sanity = "ok" if r["sanity_ok"] else f"[red]{len(r['sanity_warnings'])} warn[/red]"
+            table.add_row(str(r["rank"]), r["run"] or "?", r["method"] or "?", r["protocol"] or "?", str(n),
+                          _pct(r["clean_accuracy"]), worst, paper, sanity)
         more = f"; {len(group) - len(shown)} more not shown (--limit)" if len(shown) < len(group) else ""
-        table.caption = ("worst case: pointwise over every attack of the protocol (measured). paper: the preset's "
-                         f"published counterpart, copied from the paper, not measured here{more}")
+        table.caption = ("worst case: pointwise over every attack of the protocol (measured) on n points, ± the "
+                         "half-width of its 95% Wilson interval. paper: the preset's published counterpart, copied "
+                         f"from the paper, not measured here{more}")
         tables.append(table)
     return tables
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from robustlab.evaluation.labels import entry_label
+
 # Published keys that count as the published counterpart of a protocol attack (registry name -> published key).
 _PUBLISHED_KEY = {"pgd": "pgd", "bim": "bim", "mim": "mim", "bb": "bb", "multi-target": "multi-target"}
 
@@ -22,17 +24,9 @@ def result_sha(doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _entry_label(entry: dict[str, Any]) -> str:
-    name = str(entry.get("name", "?")).split(" ")[0]
-    if name.startswith("autoattack") or not entry.get("steps"):
-        return name
-    restarts = entry.get("restarts")
-    return f"{name}-{entry['steps']}" + (f"x{restarts}" if restarts and restarts > 1 else "")
-
-
 def protocol_label(protocol: list[dict[str, Any]]) -> str:
     """``pgd-50x3 + autoattack-standard``: each protocol entry's name, steps and restarts, without its threat."""
-    return " + ".join(_entry_label(p) for p in protocol) or "?"
+    return " + ".join(entry_label(p) for p in protocol) or "?"
 
 
 def protocol_matches(label: str, wanted: str) -> bool:

@@ -15,6 +15,7 @@ objective owns (``Objective.modules``, e.g. ASCL's projection head) travel in th
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from contextlib import nullcontext
@@ -48,6 +49,8 @@ from robustlab.utils.hashing import stable_config_hash
 from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from robustlab.utils.progress import Progress
 from robustlab.utils.rng import data_shard, derive_seed
+
+logger = logging.getLogger(__name__)
 
 # Keys whose change does not invalidate a run's resume (more epochs, other thread count, another device).
 _RESUMABLE_CHANGES = {"epochs", "threads", "device", "tensorboard"}
@@ -266,6 +269,12 @@ class Trainer:
         optimizer_from_tensors(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()
                                                 if not k.startswith(_MODULE_PREFIX)}, state["optimizer_meta"])
         self.objective.load_state_dict(state.get("objective", {}))
+        if self.dist.is_main and state["epoch"] >= self.cfg.epochs:
+            logger.info("%s is already trained to epoch %d of %d; nothing to train", self.run_dir, state["epoch"],
+                        self.cfg.epochs)
+        elif self.dist.is_main:
+            logger.info("resuming %s from its last checkpoint: epoch %d of %d, step %d of %d", self.run_dir,
+                        state["epoch"] + 1, self.cfg.epochs, state["step"], self.steps_per_epoch)
         return state
 
     # ------------------------------------------------------------------------------------------- validation
@@ -416,11 +425,9 @@ def load_trained_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a run folder (or a checkpoint file written by the trainer), load its weights, move it
     to ``device`` (``auto`` = CUDA when available)."""
-    path = Path(run_or_ckpt)
-    if path.is_dir():
-        path = path / "checkpoints" / f"{which}.safetensors"
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+    from robustlab.runs import resolve_checkpoint
+
+    path = resolve_checkpoint(run_or_ckpt, which)
     meta = read_metadata(path)
     if "model" not in meta or "dataset" not in meta:
         raise CheckpointError(f"{path} has no model/dataset metadata; it was not written by the robustlab trainer")

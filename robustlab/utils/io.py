@@ -28,6 +28,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def ensure_writable(folder: str | os.PathLike, what: str = "results") -> Path:
+    """Create ``folder`` if needed and prove it takes a file (read-only mounts, full disks, permissions), so a long
+    job fails before it starts rather than when it writes its result. Raises ``OutputError`` saying why."""
+    from robustlab.errors import OutputError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-", suffix=".tmp")
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} to {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))

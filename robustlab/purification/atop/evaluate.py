@@ -47,6 +47,15 @@ def _end_to_end(defense: AToPDefense, threat: ThreatModel, s: ProtocolSettings) 
     return out
 
 
+def result_names(s: ProtocolSettings) -> list[str]:
+    """Names of the results ``s`` produces, in order: each protocol of ``s.protocols``, with ``unseen`` expanded
+    to one ``unseen-<norm>`` result per threat of ``s.unseen``."""
+    out: list[str] = []
+    for name in s.protocols:
+        out += [f"unseen-{norm}" for norm in s.unseen] if name == "unseen" else [name]
+    return out
+
+
 def protocol_attacks(defense: AToPDefense, s: ProtocolSettings) -> dict[str, list[NamedAttack]]:
     """Protocol name -> its attacks (all evaluated on ``defense``), for the protocols ``s.protocols`` names."""
     threat = ThreatModel(s.norm, s.eps)
@@ -120,4 +129,4 @@ def evaluate_atop(
     return results
 
 
-__all__ = ["evaluate_atop", "protocol_attacks"]
+__all__ = ["evaluate_atop", "protocol_attacks", "result_names"]

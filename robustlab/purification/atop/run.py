@@ -13,7 +13,7 @@ from robustlab.data import load_dataset
 from robustlab.errors import InputError
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.purification.atop.config import AToPPreset
-from robustlab.purification.atop.evaluate import evaluate_atop
+from robustlab.purification.atop.evaluate import evaluate_atop, result_names
 from robustlab.purification.atop.pipeline import AToPDefense
 from robustlab.purification.atop.train import PurifierTrainer, load_purifier
 from robustlab.utils.io import atomic_write_json
@@ -46,7 +46,7 @@ def run_atop(preset: AToPPreset, classifier_run: str | Path, run_dir: str | Path
         if phase == "finetuned" and preset.atop.finetune.epochs == 0:
             continue
         key = _settings_key(preset, phase, classifier_run)
-        paths = {p: run_dir / "eval" / f"{phase}-{p}.json" for p in preset.eval.protocols}
+        paths = {p: run_dir / "eval" / f"{phase}-{p}.json" for p in result_names(preset.eval)}
         results = _cached(paths, key)
         if results is None:
             purifier, _ = load_purifier(run_dir / "checkpoints" / f"{phase}.safetensors", preset.atop.dataset)
