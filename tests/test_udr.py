@@ -286,7 +286,7 @@ def test_udr_objectives_default_to_the_thesis_soft_ball() -> None:
         objective("udr-awp", {"tau": 0})
 
 
-@pytest.mark.parametrize("name,attack_loss", [("udr-pgd", "ce"), ("udr-trades", "kl"), ("udr-mart", "kl")])
+@pytest.mark.parametrize("name,attack_loss", [("udr-pgd", "ce"), ("udr-trades", "kl"), ("udr-mart", "ce")])
 def test_one_training_step_per_method(name: str, attack_loss: str) -> None:
     net, (x, y) = model(), batch()
     obj = objective(name, {"lam_lr": 0.5}, **({"natural_weight": 1.0} if name == "udr-pgd" else {}))
@@ -328,7 +328,7 @@ def test_lambda_and_weights_survive_a_checkpoint(tmp_path: Path, mnist_available
         assert torch.equal(a, b), k
 
 
-# ---------------------------------------------------------------------------------------- the CIFAR-10 presets' soft ball
+# ------------------------------------------------------------------------------------ the CIFAR-10 presets' soft ball
 def cifar_toy() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """A small conv net on CIFAR-shaped inputs (3 x 32 x 32, mid-range pixels so the [0, 1] box rarely binds)."""
     torch.manual_seed(0)
