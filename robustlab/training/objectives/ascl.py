@@ -200,7 +200,8 @@ class ASCL(AdversarialObjective):
         try:
             taps = LayerTaps(bare, [layer])
         except UnknownNameError as exc:
-            raise ConfigError(f"ascl latent_layer: {exc}") from None
+            where = "latent_layer" if self.params.latent_layer is not None else "the model's penultimate_layer"
+            raise ConfigError(f"ascl {where}: {exc}; set latent_layer to one of them") from None
         with taps:
             logits = model(x)
         z = taps[layer]
