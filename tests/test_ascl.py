@@ -356,5 +356,5 @@ def test_default_forward_is_one_joint_pass_over_both_views() -> None:
 def test_model_without_a_penultimate_layer_asks_for_one() -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 4))
     x, y = batch()
-    with pytest.raises(ConfigError, match="latent_layer"):
+    with pytest.raises(ConfigError, match="penultimate_layer.*set latent_layer"):
         make().outer_loss(model, x, x, y)

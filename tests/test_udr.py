@@ -376,9 +376,20 @@ def test_cifar10_literal_soft_ball_stays_strictly_inside_the_ball() -> None:
     net, x, y = cifar_toy()
     literal, pgd = preset_objective("udr-cifar10-udr-pgd-thesis-l2"), preset_objective("udr-cifar10-pgd-at")
     assert literal.params.udr == UDRParams(pull_cost="l2")
-    eps = literal.cfg.attack.eps
+    eps, eta = literal.cfg.attack.eps, literal.cfg.attack.step_size
     torch.manual_seed(9)
-    d_lit = (literal.craft(net, x, y) - x).abs()
+    x_lit = literal.craft(net, x, y)
     torch.manual_seed(9)
     d_pgd = (pgd.craft(net, x, y) - x).abs()
+    # Alg. 1 written out: push by eta sign(grad), pull by eta lambda (d, or d / tau outside), tau = 2 eta, lambda 1
+    torch.manual_seed(9)
+    xa = x + (torch.rand(x.shape) * 2 - 1) * eps
+    for _ in range(literal.softball.steps):
+        xr = xa.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(net(xr), y, reduction="sum"), xr)
+        xi = xa + eta * g.sign()
+        d = xi - x
+        xa = xi - eta * torch.where(d.abs() < eps, 1.0, 1.0 / (2 * eta)) * d
+    assert torch.allclose(x_lit, xa.clamp(0, 1), atol=1e-6)
+    d_lit = (x_lit - x).abs()
     assert float(d_lit.max()) <= eps and float(d_lit.mean()) < 0.8 * float(d_pgd.mean())
