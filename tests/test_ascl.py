@@ -299,3 +299,62 @@ def test_resume_restores_head_exactly(tmp_path: Path) -> None:
     for a, b in ((w_ref, w_res), (o_ref, o_res)):
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------------- the thesis's latent and pass
+@pytest.mark.parametrize("name", ["cw-cnn", "adr-cnn"])
+def test_default_latent_is_the_input_of_the_last_fc_layer(name: str) -> None:
+    """§4.1 / App. A: SupCon at the penultimate layer l_y^{-1}, the input of the last FC layer. On the conv stacks
+    that is the last hidden FC activation (200-d on MNIST), not the flattened conv output (``latent: encoder``)."""
+    torch.manual_seed(0)
+    model = create_model(name, "mnist").eval()
+    x, _ = batch(4)
+    z, logits = make().latent_and_logits(model, x)
+    with torch.no_grad():
+        head = model.net.classifier
+        hidden = head[:-1](model.net.encode(model.normalize(x)))  # everything before the logits layer
+    assert z.shape == (4, 200) and torch.allclose(z, hidden, atol=1e-6)
+    assert torch.allclose(logits, head[-1](hidden), atol=1e-6)
+    z_enc, _ = make(latent="encoder").latent_and_logits(model, x)
+    assert z_enc.shape == (4, model.latent_dim) and model.latent_dim != 200
+    lin = make(projection_head="linear").modules(model, x[:2])
+    assert [tuple(p.shape) for p in lin.parameters()] == [(128, 200)]  # the head is sized from the same latent
+
+
+class BNNet(torch.nn.Module):
+    """A net with BatchNorm: a joint pass over [x; x_adv] normalises with statistics of both views."""
+
+    penultimate_layer = "act"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.flat, self.fc1 = torch.nn.Flatten(), torch.nn.Linear(784, 16)
+        self.bn, self.act, self.fc2 = torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.bn(self.fc1(self.flat(x)))))
+
+
+def test_default_forward_is_one_joint_pass_over_both_views() -> None:
+    """Pseudo-code §5.6 step 2: X = cat[x, x_a]; z = f(X): one pass, so BatchNorm sees both views together; the
+    per-view passes of the other objectives stay an option (``forward: separate``)."""
+    model = BNNet().train()
+    x, y = batch()
+    x_adv = batch(seed=2)[0]
+    ce_only = {"scl_weight": 0.0, "vat_weight": 0.0}
+    default = make(**ce_only).outer_loss(model, x, x_adv, y)[0]
+    logits = model(torch.cat([x, x_adv]))
+    joint = F.cross_entropy(logits[:6], y) + F.cross_entropy(logits[6:], y)
+    assert default.item() == pytest.approx(joint.item(), rel=1e-6)
+    separate = make(forward="separate", **ce_only).outer_loss(model, x, x_adv, y)[0]
+    by_view = F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
+    assert separate.item() == pytest.approx(by_view.item(), rel=1e-6)
+    assert abs(separate.item() - default.item()) > 1e-3
+
+
+def test_model_without_a_penultimate_layer_asks_for_one() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 4))
+    x, y = batch()
+    with pytest.raises(ConfigError, match="penultimate_layer.*set latent_layer"):
+        make().outer_loss(model, x, x, y)

@@ -24,6 +24,7 @@ from robustlab.attacks.moo import (
     get_family,
     min_norm_2,
     min_norm_weights,
+    project_simplex,
     project_to_unachieved,
     regularised_gram,
 )
@@ -331,3 +332,230 @@ def test_tamoo_at_config_errors() -> None:
     with pytest.raises(ConfigError, match="method"):
         create_objective(ObjectiveConfig(name="tamoo-at", attack={**attack, "name": "tamoo-ens"},
                                          params={"method": "pcgrad"}))
+
+
+# ------------------------------------------------------------------------------------------ what sets TA-MOO apart
+class Capped(nn.Module):
+    """2-class member on 1x2x2 images: logits (0, min(w . (x - 0.5) - c, cap)); class 0 is true, fooled iff the
+    second logit is > 0. With a cap, the member stops pulling once it is fooled by that margin."""
+
+    num_classes = 2
+
+    def __init__(self, w: list[float], c: float, cap: float = math.inf) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.tensor(w))
+        self.c, self.cap = c, cap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = ((x.flatten(1) - 0.5) * self.w).sum(dim=1) - self.c
+        z = z.clamp(max=self.cap)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def lopsided_members() -> list[nn.Module]:
+    """Member A is easy (fooled by pushing pixel 1 or pixel 3 up) and pulls hard on pixel 1; member B is hard: it
+    needs pixel 2 up and pixel 1 well below the clean value, against A's pull. Fooling both needs pixel 1 down and
+    pixel 3 up: reachable with uniform weights only once A's pull saturates (cap), sooner when A's weight drops as
+    soon as A is fooled (TA-MOO)."""
+    return [Capped([0.3, 0.0, 0.6, 0.0], 0.015, cap=0.02), Capped([-0.1, 0.1, 0.0, 0.0], 0.0115)]
+
+
+def lopsided_batch(n: int = 16) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    return 0.5 + 0.001 * (2 * torch.rand(n, 1, 2, 2, generator=gen) - 1)
+
+
+def a_all(method: str, steps: int, members: list[nn.Module] | None = None, **options: object) -> float:
+    members = lopsided_members() if members is None else members
+    x = lopsided_batch()
+    attack = EnsembleMOO(Ensemble(members), ThreatModel("linf", 0.1), method=method, steps=steps,
+                         step_size=0.025, random_start=False, **options)
+    return attack.success(attack(x, torch.zeros(len(x), dtype=torch.long)), torch.zeros(len(x), dtype=torch.long)).a_all
+
+
+@pytest.mark.parametrize("steps", [4, 5, 6])
+def test_ta_moo_fools_every_member_within_a_budget_where_uniform_and_moo_do_not(steps: int) -> None:
+    assert a_all("tamoo", steps) == 100.0
+    assert a_all("uniform", steps) == 0.0 and a_all("moo", steps) == 0.0  # lambda = 0: the regulariser does it
+    assert a_all("tamoo", steps, lam=0.0) == 0.0
+
+
+def test_uniform_reaches_the_joint_optimum_with_a_larger_budget() -> None:
+    """The toy is fair: the joint optimum is reachable with uniform weights, just later (A's pull must saturate)."""
+    assert a_all("uniform", 12) == 100.0 and a_all("tamoo", 12) == 100.0
+
+
+def test_task_i_is_member_i() -> None:
+    """Weights and per-task rates follow the members: reversing the ensemble reverses both."""
+    x, y = lopsided_batch(), torch.zeros(16, dtype=torch.long)
+    runs = []
+    for members in (lopsided_members(), lopsided_members()[::-1]):
+        attack = EnsembleMOO(Ensemble(members), ThreatModel("linf", 0.1), steps=2, step_size=0.025,
+                             random_start=False)
+        x_adv = attack(x, y)
+        runs.append((x_adv, attack.last.weights, attack.success(x_adv, y).per_task))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert torch.equal(runs[0][1], runs[1][1].flip(1)) and runs[0][2] == runs[1][2][::-1]
+    assert float(runs[0][1][:, 0].max()) < 0.2  # after A is fooled (step 1) its weight dropped
+
+
+def linear_tasks(a: list[list[float]], achieved: list[bool]):
+    """task_fn with F_i(delta) = a_i . delta (constant gradients) and a fixed achieved mask, for one row."""
+    at = torch.tensor(a)
+    mask = torch.tensor([achieved])
+
+    def task_fn(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return delta.flatten(1) @ at.T, mask
+
+    return task_fn
+
+
+def moo_run(task_fn, steps: int, **options: object):
+    from robustlab.attacks.moo import run_moo
+
+    threat = ThreatModel("linf", 1.0)
+    return run_moo(task_fn, torch.Size((1, 2)), lambda d: threat.project_delta(d), threat,
+                   MOOSettings(steps=steps, step_size=0.1, **options))
+
+
+def test_update_order_paper_solves_the_weights_before_the_step_and_code_after() -> None:
+    """Algorithm 1: w_{t+1} from Q(delta_t), then delta_{t+1} = delta_t + eta sign(sum w_{t+1,i} grad f_i); the
+    released code steps delta with w_t first. Gradients (1, 1) and (-0.9, 0.1): the uniform sum is (0.05, 0.55), the
+    min-norm combination (w_1 = 1.62 / 4.42) is (-0.20, 0.10): pixel 1 moves the other way."""
+    tasks = linear_tasks([[1.0, 1.0], [-0.9, 0.1]], [False, False])
+    paper = moo_run(tasks, 1, weight_solver="exact", init="zero")
+    code = moo_run(tasks, 1, weight_solver="exact", init="zero", order="code")
+    w1 = 1.62 / 4.42
+    for run in (paper, code):  # both end with the min-norm weights of Q(delta_0)
+        assert run.weights[0].tolist() == pytest.approx([w1, 1 - w1], abs=1e-6)
+    assert paper.delta[0].tolist() == pytest.approx([-0.1, 0.1])
+    assert code.delta[0].tolist() == pytest.approx([0.1, 0.1])
+
+
+def test_weights_start_uniform_once_and_are_warm_started() -> None:
+    """alpha_0 = 1/m (uniform weights), set once: L outer steps of K inner steps on a constant Q are L * K inner
+    steps from the uniform start (a restart would give K steps)."""
+    tasks = linear_tasks([[1.0, 0.2], [0.1, 2.0]], [True, False])
+    q = torch.tensor([[[1.04, 0.5], [0.5, 4.01]]])
+    run = moo_run(tasks, 3, init="zero", inner_steps=4, w_lr=0.02)
+    state = _WeightState(1, 2, MOOSettings(inner_steps=12, w_lr=0.02), torch.device("cpu"))
+    assert state.w[0].tolist() == [0.5, 0.5]
+    state.update(q, torch.tensor([[True, False]]), torch.zeros(1, 2))
+    assert torch.allclose(run.weights, state.w, atol=1e-6)
+    once = _WeightState(1, 2, MOOSettings(inner_steps=4, w_lr=0.02), torch.device("cpu"))
+    once.update(q, torch.tensor([[True, False]]), torch.zeros(1, 2))
+    assert not torch.allclose(run.weights, once.w, atol=1e-3)
+
+
+class Flat(nn.Module):
+    """A member whose logits ignore the input (zero gradient): an attack on it only shows its starting point."""
+
+    num_classes = 3
+
+    def __init__(self, bias: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("bias", torch.tensor(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), -1) + 0 * x.flatten(1)[:, :1]
+
+
+@pytest.mark.parametrize("method", ["tamoo", "moo", "uniform", "minmax"])
+def test_every_method_starts_from_a_symmetric_uniform_delta_and_uniform_weights(method: str) -> None:
+    """delta_0 ~ U(-eps, eps) (the text; the released TA-MOO code uses U(0, eps), option init="positive") and
+    w_0 = 1/m for every method; a zero-gradient ensemble leaves both where they start."""
+    eps = 0.1
+    ens = Ensemble([Flat([1.0, 0.0, 0.0]), Flat([2.0, 0.0, 0.5]), Flat([0.5, 0.0, 0.0])])  # none fooled
+    x = torch.full((16, 1, 8, 8), 0.5)
+    attack = EnsembleMOO(ens, ThreatModel("linf", eps), method=method, steps=3, step_size=0.025)
+    torch.manual_seed(11)
+    delta = attack(x, torch.zeros(16, dtype=torch.long)) - x
+    torch.manual_seed(11)
+    assert torch.allclose(delta, (2 * torch.rand(x.shape) - 1) * eps, atol=1e-7)
+    assert float(delta.min()) < -0.9 * eps and float(delta.max()) > 0.9 * eps
+    expected = torch.full((16, 3), 1 / 3)
+    if method == "minmax":  # minmax moves weight off the member with the highest loss (the worst case), by lr * f
+        losses = torch.nn.functional.cross_entropy(ens.member_logits(x[:1])[:, 0], torch.zeros(3, dtype=torch.long),
+                                                   reduction="none")
+        w = torch.full((1, 3), 1 / 3)
+        for _ in range(3):
+            w = project_simplex(w - 0.025 * (losses[None] + 3.0 * (w - 1 / 3)))
+        expected = w.expand(16, 3)
+    assert torch.allclose(attack.last.weights, expected, atol=1e-6)
+
+
+def test_minmax_weight_step_is_wang_et_al_s_apgda_update() -> None:
+    """MinMax (Wang et al. 2021; the authors' minmax_ens and its port in the TA-MOO code): delta steps with w_t,
+    then w_{t+1} = proj_simplex(w_t - lr (f(delta_{t+1}) + gamma (w_t - 1/m))) with the losses at the NEW delta,
+    gamma = 3, lr = 1/beta = 0.025 (beta = 40, minmax_ens's default; the TA-MOO evaluation's moo_lr)."""
+    members, x = toy_members(), toy_batch(4)
+    y = torch.zeros(4, dtype=torch.long)
+    threat, eta = ThreatModel("linf", 0.1), 0.025
+    assert (MOOSettings().minmax_lr, MOOSettings().gamma) == (0.025, 3.0)
+    attack = EnsembleMOO(Ensemble(members), threat, method="minmax", steps=3, step_size=eta, random_start=False)
+    x_adv = attack(x, y)
+
+    def losses(xa: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        return torch.stack([torch.nn.functional.cross_entropy(m(xa), y, reduction="none") for m in members], 1)
+
+    w, xa = torch.full((4, 3), 1 / 3), x.clone()
+    for _ in range(3):
+        xr = xa.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((losses(xr) * w).sum(), xr)
+        xa = threat.project(xa + eta * g.sign(), x)
+        with torch.no_grad():
+            w = project_simplex(w - 0.025 * (losses(xa) + 3.0 * (w - 1 / 3)))
+    assert torch.allclose(x_adv, xa, atol=1e-7)
+    assert torch.allclose(attack.last.weights, w, atol=1e-6)
+    assert not torch.allclose(w, torch.full((4, 3), 1 / 3), atol=1e-4)  # the weights moved
+
+
+# ------------------------------------------------------------------------------------------ entropy regulariser
+def entropy(w: torch.Tensor) -> float:
+    return float(-(w * w.log()).sum())
+
+
+def test_entropy_regulariser_balances_the_unachieved_weights() -> None:
+    """App. E.1: the objective gets -coef * H(w over unachieved tasks) (the code's ``GNorm -= gamma * entropy``): the
+    weights move towards uniform. The other sign would concentrate them."""
+    q = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 9.0]]])
+    none = torch.tensor([[False, False, False]])
+    runs = {}
+    for coef in (0.0, 2.0):
+        state = _WeightState(1, 3, MOOSettings(method="moo", inner_steps=200, w_lr=0.05, entropy_coef=coef),
+                             torch.device("cpu"))
+        state.update(q, none, torch.zeros(1, 3))
+        runs[coef] = state.w[0]
+    assert entropy(runs[2.0]) > entropy(runs[0.0]) + 0.05
+    # the same descent written out with the regulariser's sign
+    alpha = torch.full((1, 3), 1 / 3)
+    for _ in range(200):
+        a = alpha.clone().requires_grad_(True)
+        w = torch.softmax(a, 1)
+        obj = torch.einsum("bi,bij,bj->b", w, q, w) + 2.0 * (w * w.log()).sum()
+        (g,) = torch.autograd.grad(obj.sum(), a)
+        alpha = alpha - 0.05 * g
+    assert torch.allclose(runs[2.0], torch.softmax(alpha, 1)[0], atol=1e-6)
+
+
+def test_eot_uses_the_entropy_regulariser_by_default() -> None:
+    """App. E.1 says TA-MOO's EoT runs used the entropy regulariser; the coefficient is unstated, the code's is 20."""
+    model, threat = cnn(), ThreatModel("linf", 0.1)
+    assert TransformMOO(model, threat).settings.entropy_coef == 20.0
+    assert TransformMOO(model, threat, method="moo").settings.entropy_coef == 0.0  # a TA-MOO regulariser
+    assert EnsembleMOO(toy_ensemble(), threat).settings.entropy_coef == 0.0
+    assert UniversalMOO(model, threat).settings.entropy_coef == 0.0
+    x, y = torch.rand(4, 1, 6, 6), torch.arange(4)
+    weights = []
+    for options in ({}, {"entropy_coef": 0.0}):
+        attack = TransformMOO(model, threat, steps=3, generator=torch.Generator().manual_seed(0), **options)
+        torch.manual_seed(0)
+        attack(x, y)
+        weights.append(attack.last.weights)
+    assert not torch.allclose(weights[0], weights[1], atol=1e-4)
+
+
+def test_solvers_that_ignore_the_extra_regularisers_refuse_them() -> None:
+    for extra in ({"entropy_coef": 1.0}, {"uniform_penalty": 1.0}):
+        with pytest.raises(InputError, match="softmax-gd"):
+            MOOSettings(weight_solver="exact", **extra)

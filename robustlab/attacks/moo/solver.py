@@ -4,6 +4,14 @@ TMLR 2023) and its baselines: Uniform (fixed weights), MinMax (Wang et al. 2021,
 An application supplies ``task_fn(delta) -> (F, A)``: per-row task losses F (R, m) with graph to ``delta`` and the
 achieved mask A (R, m); a row is one sample (ENS, EoT) or one group sharing a perturbation (UNI). Each row keeps its
 own task weights, warm-started from one outer step to the next.
+
+MinMax follows the authors' APGDA loop (Wang et al.'s ``minmax_ens`` and its port in the TA-MOO code): delta takes
+its step with w_t, then ``w_{t+1} = proj_simplex(w_t - lr (f(delta_{t+1}) + gamma (w_t - 1/m)))`` with the losses
+at the new delta (``f`` = the attack losses to maximise, so the weights descend: weight moves to the tasks with the
+lowest loss, the worst case), gamma = 3 (the thesis) and lr = 1/beta = 0.025: beta = 40 is ``minmax_ens``'s default
+and the TA-MOO evaluation's ``moo_lr``; Wang et al.'s own L-inf scripts use beta = 50 and the TA-MOO training
+script 0.1 (both ``minmax_lr`` options). The delta step is the signed (normalised) one for every method, as in the
+TA-MOO port (``normalize=True``).
 """
 
 from __future__ import annotations
@@ -40,12 +48,16 @@ class MOOSettings:
 
     Options the released code uses instead (thesis spec Part C.13-14): ``order="code"`` (delta first),
     ``init="positive"`` (U(0, eps)), ``w_lr=0.025``, ``uniform_penalty=20`` with ``inner_steps=1`` (its plain MOO),
-    ``entropy_coef=20`` (App. E.1, maximises the unachieved weights' entropy), ``mask_achieved_q`` (its EoT),
-    ``grad_memory`` (App. D.4's MOO*/TA-MOO*: reuse a task's last finite gradient). ``weight_solver`` other than
-    ``softmax-gd`` solves the weight QP exactly each step (closed form for 2 tasks, else projected gradient or
-    Frank-Wolfe). ``all_achieved``: Omega when every task succeeded (paper: undefined) -- ``sum-squares`` (code),
-    ``zero`` or ``skip`` (keep that row's weights). ``init_weights`` overrides the uniform initial (Uniform: fixed)
-    weights and must lie on the simplex.
+    ``mask_achieved_q`` (its EoT), ``grad_memory`` (App. D.4's MOO*/TA-MOO*: reuse a task's last finite gradient).
+    ``entropy_coef`` (App. E.1): adds ``-entropy_coef * H(w over the unachieved tasks)`` to the weight objective, i.e.
+    maximises that entropy to balance the unachieved tasks (the text says "minimizes", the stated purpose and the
+    code's ``GNorm -= gamma * entropy`` maximise it); 0 here, 20 (the code's value; the paper gives none) for
+    TA-MOO on EoT, where App. E.1 says it was used (the released code adds it to every TA-MOO run, ENS included).
+    ``weight_solver`` other than ``softmax-gd`` solves the weight QP exactly each step (closed form for 2 tasks,
+    else projected gradient or Frank-Wolfe) and so takes neither ``entropy_coef`` nor ``uniform_penalty``.
+    ``all_achieved``: Omega when every task succeeded (paper: undefined) -- ``sum-squares`` (code), ``zero`` or
+    ``skip`` (keep that row's weights). ``init_weights`` overrides the uniform initial (Uniform:
+    fixed) weights and must lie on the simplex. ``gamma`` and ``minmax_lr``: MinMax's (module docstring).
     """
 
     method: str = "tamoo"
@@ -56,7 +68,7 @@ class MOOSettings:
     w_lr: float = 0.005
     weight_solver: str = "softmax-gd"
     gamma: float = 3.0
-    minmax_lr: float = 0.1
+    minmax_lr: float = 0.025
     entropy_coef: float = 0.0
     uniform_penalty: float = 0.0
     order: str = "paper"
@@ -82,6 +94,10 @@ class MOOSettings:
         for name in ("lam", "gamma", "entropy_coef", "uniform_penalty"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        extra = [n for n in ("entropy_coef", "uniform_penalty") if getattr(self, n) > 0]
+        if extra and self.weight_solver != "softmax-gd" and self.method in ("tamoo", "moo"):
+            raise InputError(f"weight_solver {self.weight_solver!r} solves the plain QP and ignores "
+                             f"{', '.join(extra)}; use weight_solver 'softmax-gd' or set them to 0")
 
     @property
     def effective_lam(self) -> float:
@@ -194,14 +210,15 @@ def run_moo(task_fn: TaskFn, delta_shape: torch.Size, project: Callable[[Tensor]
 
     Each outer step: gradients of every task at delta_t, Gram matrix Q, achieved mask, the weight update
     (method-specific; before the delta step for ``order="paper"``), then delta <- project(delta + eta *
-    steepest_ascent(sum_i w_i grad f_i))."""
+    steepest_ascent(sum_i w_i grad f_i)). MinMax updates its weights after each delta step, from the losses at the
+    new delta (the first update thus happens at outer step 1, the last one after the loop)."""
     s = settings
     device = torch.device(device)
     delta = project(initial_delta(delta_shape, threat, s.init, dtype=dtype, device=device))
     state: _WeightState | None = None
     cache: Tensor | None = None
     history: list[dict[str, float]] = []
-    for _ in range(s.steps):
+    for t in range(s.steps):
         d = delta.detach().requires_grad_(True)
         with torch.enable_grad():
             losses, achieved = task_fn(d)
@@ -212,9 +229,9 @@ def run_moo(task_fn: TaskFn, delta_shape: torch.Size, project: Callable[[Tensor]
                 state = _WeightState(rows, m, s, device)
             achieved = achieved.detach().bool()
             if s.method in ("uniform", "minmax"):
+                if t > 0:  # MinMax: w_t from f(delta_t), i.e. after the previous delta step (Uniform: no-op)
+                    state.update(torch.empty(0), achieved, losses)
                 (g,) = torch.autograd.grad((losses * state.w.detach()).sum(), d)
-                step_weights = state.w
-                state.update(torch.empty(0), achieved, losses)
             else:
                 if s.grad_memory and cache is None:
                     cache = torch.zeros(rows, m, d[0].numel(), dtype=dtype, device=device)
@@ -233,7 +250,9 @@ def run_moo(task_fn: TaskFn, delta_shape: torch.Size, project: Callable[[Tensor]
                             "all_achieved": float(achieved.all(dim=1).float().mean())})
         delta = project(delta + s.step_size * threat.steepest_ascent(g.detach()))
     with torch.no_grad():
-        _, achieved = task_fn(delta)
+        losses, achieved = task_fn(delta)
     assert state is not None
+    if s.method == "minmax":
+        state.update(torch.empty(0), achieved.bool(), losses)
     return MOOResult(delta=delta.detach(), weights=state.w.detach(), achieved=achieved.detach().bool(),
                      history=history)

@@ -2,8 +2,12 @@
 
 Loss (Eq. 6): ``natural_weight CE(h(x), y) + adv_weight CE(h(x_a), y) + scl_weight L_SCL + vat_weight KL(h(x)||h(x_a))``
 with x_a from the configured attack (PGD on CE). ``L_SCL`` is a SupCon loss over the 2N views ``[x; x_a]`` at the
-latent ``z`` (the encoder output, i.e. the input to the last FC layer), optionally through a projection head that
-the objective owns and the trainer trains (:meth:`ASCL.modules`). For anchor a with positives P(a) and negatives
+latent ``z``, optionally through a projection head that the objective owns and the trainer trains
+(:meth:`ASCL.modules`). The latent is the thesis's (§4.1, App. A): the penultimate layer, i.e. the input of the
+last FC layer (``latent: penultimate``, the model's ``penultimate_layer``). On the ResNets and the MLP that is the
+encoder output; on the conv stacks (``cw-cnn``, ``adr-cnn``) it is the last hidden FC activation, while
+``latent: encoder`` takes the model's ``encode()`` output there (the flattened conv features, what ADR regularises);
+``latent_layer`` names any other layer. For anchor a with positives P(a) and negatives
 Q(a) (the selection strategy, :func:`selection_masks`), with ``s`` the similarity and ``t`` the temperature:
 
     l_a = -1/|P(a)| sum_{p in P(a)} log( exp(s(a,p)/t) / sum_{k in P(a) u Q(a)} exp(s(a,k)/t) )
@@ -20,9 +24,10 @@ run script uses 0.2). ``variant="robustbench"`` is "Ours *" of Table 3: no natur
 
 Anchors with no positive (possible only with ``leaked_counterpart="same-prediction"``, since otherwise every anchor
 keeps its own counterpart) are excluded from the mean, as in SupCon's reference code; if no anchor has a positive,
-``L_SCL`` is 0. ``forward="separate"`` runs the model once per view (BatchNorm sees clean and adversarial batches
-apart, as in the other objectives); ``"joint"`` runs it once on ``cat[x, x_a]`` (the spec's pseudo-code).
-Under data parallelism each process contrasts its own slice of the batch.
+``L_SCL`` is 0. ``forward="joint"`` (default) runs the model once on ``cat[x, x_a]`` as the thesis's pseudo-code does
+(``z = f(cat[x, x_a])``), so BatchNorm normalises both views with shared batch statistics; ``"separate"`` runs it
+once per view (BatchNorm sees clean and adversarial batches apart, as in the other objectives here). Under data
+parallelism each process contrasts its own slice of the batch.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ class ASCLParams(AdversarialParams):
     projection_head: Literal["identity", "linear", "two-layer"] = "identity"
     projection_dim: int = Field(default=128, ge=1)  # output size of "linear" and "two-layer" (App. C.1: 128)
     projection_hidden: int = Field(default=200, ge=1)  # hidden size of "two-layer" (App. C.1: 200)
-    latent_layer: str | None = None  # None = the model's encode(); else a LayerTaps name, output flattened
+    latent: Literal["penultimate", "encoder"] = "penultimate"  # input of the last FC layer, or encode()
+    latent_layer: str | None = None  # a LayerTaps name (output flattened); overrides ``latent``
     variant: Literal["ascl", "robustbench"] = "ascl"
     natural_weight: float | None = Field(default=None, ge=0)  # None: 1 ("ascl"), 0 ("robustbench")
     adv_weight: float = Field(default=1.0, ge=0)
@@ -68,7 +74,7 @@ class ASCLParams(AdversarialParams):
     vat_reduction: Literal["batchmean", "elementwise-mean"] = "batchmean"
     scl_average: Literal["pairs", "anchors"] = "pairs"
     leaked_counterpart: Literal["always", "same-prediction"] = "always"
-    forward: Literal["separate", "joint"] = "separate"
+    forward: Literal["separate", "joint"] = "joint"
 
     @model_validator(mode="after")
     def _resolve_variant(self) -> ASCLParams:
@@ -170,10 +176,21 @@ class ASCL(AdversarialObjective):
         super().__init__(cfg)
         self.head: nn.Module | None = None
 
+    def _layer(self, bare: nn.Module) -> str | None:
+        """The tap name of the latent: ``latent_layer``, the model's penultimate layer, or None for ``encode()``."""
+        p = self.params
+        if p.latent_layer is not None or p.latent == "encoder":
+            return p.latent_layer
+        layer = getattr(bare, "penultimate_layer", None)
+        if not isinstance(layer, str):
+            raise ConfigError(f"ascl: model {type(bare).__name__} names no penultimate_layer (the input of its last "
+                              "FC layer); set latent_layer to one of its layer names")
+        return layer
+
     def latent_and_logits(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-        """One forward pass giving the latent (N, d) at ``latent_layer`` (or ``encode``) and the logits."""
+        """One forward pass giving the latent (N, d) (``latent`` / ``latent_layer``) and the logits."""
         bare = unwrap(model)
-        layer = self.params.latent_layer
+        layer = self._layer(bare)
         if layer is None:
             if not (hasattr(bare, "encode") and hasattr(bare, "classify")):
                 raise ConfigError(f"ascl: model {type(bare).__name__} has no encode()/classify(); set latent_layer "
@@ -183,7 +200,8 @@ class ASCL(AdversarialObjective):
         try:
             taps = LayerTaps(bare, [layer])
         except UnknownNameError as exc:
-            raise ConfigError(f"ascl latent_layer: {exc}") from None
+            where = "latent_layer" if self.params.latent_layer is not None else "the model's penultimate_layer"
+            raise ConfigError(f"ascl {where}: {exc}; set latent_layer to one of them") from None
         with taps:
             logits = model(x)
         z = taps[layer]
@@ -197,7 +215,7 @@ class ASCL(AdversarialObjective):
         if p.projection_head == "identity" or self.head is not None:
             return self.head
         bare = unwrap(model)
-        if p.latent_layer is None and hasattr(bare, "latent_dim"):
+        if p.latent_layer is None and p.latent == "encoder" and hasattr(bare, "latent_dim"):
             dim = int(bare.latent_dim)
         else:
             with torch.no_grad(), attack_mode(bare):  # eval mode: the dry run leaves BatchNorm statistics alone

@@ -35,7 +35,19 @@ Design choices (every ambiguity of the spec is an option; the default follows th
   True = the code (clip the start and every iterate).
 
 The exact released-code setting ("code mode") is ``{pull_cost: pixel-hinge, tau: <eta>, lam_init: 1.0,
-lam_lr: 0.02, lam_period: 10, lam_clamp: false, lam_distance: mean-abs, clip_every_step: true}``.
+lam_lr: 0.02, lam_period: 10, lam_clamp: false, lam_distance: mean-abs, clip_every_step: true}``
+(``tau_over_step: 1`` instead of ``tau`` states it at every scale).
+
+Every bundled UDR preset row (udr-mnist, udr-cifar10, udr-cifar10-wrn) uses code mode, because the text's literal
+soft balls fail in measurable ways: the MNIST one (L-inf pull) lets the perturbation run far outside the ball
+(L-inf 0.76 at eps 0.3, lambda grown to 184, PGD accuracy 45% vs 93% for PGD-AT), and the CIFAR one (per-pixel L2
+pull, tau = 2 eta) pulls every pixel towards x and cuts an outside pixel's excess by lambda/2 per step, so its
+examples end strictly inside eps and weaker than PGD's while lambda barely moves; both contradict Table 5 (epoch
+0: PGD's statistics; converged: most pixels slightly beyond eps, all within 1.1 eps), which code mode reproduces
+(lambda = 1 is PGD exactly; a pixel settles at most ``(1 - lambda) eta / lambda`` beyond eps). The literal settings
+stay as rows ``udr-mnist-udr-pgd-thesis-linf`` and ``udr-cifar10-udr-pgd-thesis-l2``;
+``benchmarks/checks/udr_soft_ball_stats.py`` measures the Table 5 statistics of both. The objective's own
+defaults remain the text's.
 
 Crafting runs on the bare model in :func:`attack_mode` (eval mode, no parameter gradients), gradients come from
 :func:`input_gradient`, and random starts from :func:`sharded_rand` (the threat model's start in code mode), so

@@ -1,14 +1,21 @@
 """WRM (Sinha, Namkoong & Duchi 2018): distributionally robust training with a fixed Lagrange multiplier gamma.
 
-Inner maximisation, per sample, by gradient ascent from x (no random start, no ball projection, [0, 1] clipping):
-``x' = argmax CE(f(x'), y) - gamma * c(x', x)``, with ``c = 1/2 ||x' - x||_2^2`` (``cost: half_squared``, the
-default) or ``c = ||x' - x||_2^2`` (``cost: squared``, Sinha et al.'s paper and TF code, whose ascent on
-``eps_WRM * CE - 1/2 ||x' - x||^2`` with ``eps_WRM = 0.5 / gamma`` is the same problem: the thesis's WRM gammas,
-0.05 on MNIST and 0.5 on CIFAR, use this convention). Outer loss ``CE(f(x'), y)``.
+Inner maximisation, per sample, by gradient ascent from x (no random start, no ball projection):
+``x' = argmax CE(f(x'), y) - gamma * c(x', x)``, with ``c = ||x' - x||_2^2`` (``cost: squared``, the default:
+Sinha et al.'s paper and TF code, whose ascent on ``eps_WRM * CE - 1/2 ||x' - x||^2`` with ``eps_WRM = 0.5 / gamma``
+is the same problem; the thesis's WRM gammas, 0.05 on MNIST and 0.5 on CIFAR with eps_WRM = 0.5 / gamma, use this
+convention) or ``c = 1/2 ||x' - x||_2^2`` (``cost: half_squared``: the same problem at twice the gamma). Outer loss
+``CE(f(x'), y)``.
 
-The step size is ``step_size`` if set (it must satisfy ``step_size * k * gamma < 2``, k = 1 or 2 from the cost, or
-the quadratic term diverges), else the reference schedule ``1 / (k gamma sqrt(t + 1))`` for t = 0, 1, ...: its
-first step from x is the reference's initial step ``x + eps_WRM * grad CE`` and the next ones its ``1/sqrt(t+2)``.
+``steps`` counts every ascent update. The default, 16, is the reference's: ``attacks_tf.wrm`` (duchi-lab/
+certifiable-distributional-robustness) takes an initial step ``x + eps_WRM grad CE`` and then ``steps=15`` steps of
+``1/sqrt(t + 2)``, t = 0..14. The step size is ``step_size`` if set (it must satisfy ``step_size * k * gamma < 2``,
+k = 2 or 1 from the cost, or the quadratic term diverges), else that schedule written for our objective,
+``1 / (k gamma sqrt(t + 1))`` for update t = 0, 1, ...: update 0 from x is the reference's initial step and update
+t >= 1 its step t - 1.
+
+Deliberate differences from the reference code: every iterate is clipped to [0, 1] (the TF code leaves the box;
+inputs outside it are not images), and the CE uses the hard labels (the reference trains on 0.1-smoothed labels).
 The ``attack`` section of the config is only for validation; steps and step size come from the parameters here.
 """
 
@@ -33,13 +40,14 @@ def _per_sample_ce(logits: Tensor, y: Tensor) -> Tensor:
 
 
 class WRMParams(AdversarialParams):
-    """``gamma`` (> 0): the fixed Lagrange multiplier (larger = closer to x); ``steps``: ascent steps (15, as the
-    reference); ``step_size``: constant step, or None for the reference schedule; ``cost``: see the module doc."""
+    """``gamma`` (> 0): the fixed Lagrange multiplier (larger = closer to x); ``steps``: ascent updates (16 = the
+    reference's initial step + 15); ``step_size``: constant step, or None for the reference schedule; ``cost``: see
+    the module doc."""
 
     gamma: float = Field(gt=0)
-    steps: int = Field(default=15, ge=1)
+    steps: int = Field(default=16, ge=1)
     step_size: float | None = Field(default=None, gt=0)
-    cost: Literal["half_squared", "squared"] = "half_squared"
+    cost: Literal["half_squared", "squared"] = "squared"
 
 
 @register_objective("wrm")
