@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-from robustlab.analysis.latent import latent_and_logits
 from robustlab.data.registry import load_dataset
+from robustlab.models.latent import latent_and_logits
 from robustlab.models.registry import create_model
-from robustlab.training.config import ObjectiveConfig
-from robustlab.training.objectives.base import create_objective
+from robustlab.training.objectives.base import ObjectiveConfig, create_objective
 
 BASE = {"base": "adv", "lambda_lc": 1.0, "lambda_gb": 1.0, "lambda_smt": 1.0, "lambda_conf": 0.0, "gb_scale": "max"}
 VARIANTS: dict[str, dict] = {

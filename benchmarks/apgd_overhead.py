@@ -25,7 +25,7 @@ from attack_overhead import bare_step, interleaved_medians, load_model  # noqa: 
 
 from robustlab.attacks import PGD, attack_mode  # noqa: E402
 from robustlab.attacks.apgd import APGD  # noqa: E402
-from robustlab.threat import ThreatModel  # noqa: E402
+from robustlab.core.threat import ThreatModel  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "apgd_overhead.json"
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.attacks import FGSM, PGD, attack_mode
+from robustlab.core.threat import ThreatModel
 from robustlab.models import create_model
-from robustlab.threat import ThreatModel
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "attack_overhead.json"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from robustlab.attacks.autoattack import AutoAttack
+from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
-from robustlab.threat import ThreatModel
-from robustlab.training.trainer import load_trained_model
+from robustlab.runs.loading import load_trained_model
 from robustlab.utils.device import model_device
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "autoattack_vs_reference.json"

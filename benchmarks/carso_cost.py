@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from attack_overhead import bare_step, interleaved_medians
 
+from robustlab.io.atomic import atomic_write_json
 from robustlab.purification.carso import carso_of
-from robustlab.training.trainer import load_trained_model
-from robustlab.utils.io import atomic_write_json
+from robustlab.runs.loading import load_trained_model
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "carso_cost.json"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
-from robustlab.evaluation.protocol import surrogate_view
+from robustlab.evaluation.named import surrogate_view
+from robustlab.io.atomic import atomic_write_json
 from robustlab.purification.common import repeated_accuracy
-from robustlab.threat import ThreatModel
-from robustlab.training.trainer import load_trained_model
-from robustlab.utils.io import atomic_write_json
+from robustlab.runs.loading import load_trained_model
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "carso_repeated.json"
 

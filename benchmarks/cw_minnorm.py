@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from robustlab.attacks.cw import CWL2
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.attacks.fab import FAB
-from robustlab.threat import ThreatModel
+from robustlab.core.threat import ThreatModel
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cw_minnorm.json"
 LINEAR_SHAPE, LINEAR_CLASSES = (3, 4, 4), 5

@@ -22,8 +22,8 @@ import torch
 from attack_overhead import interleaved_medians
 
 from robustlab.models import create_model
-from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives import create_objective
+from robustlab.training.objectives.base import ObjectiveConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "method_cost.json"
 CODE_SOFT_BALL = {"pull_cost": "pixel-hinge", "tau_over_step": 1.0, "lam_period": 10, "lam_clamp": False,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.fab import FAB, FABTargeted
-from robustlab.threat import ThreatModel, lp_norm
+from robustlab.core.threat import ThreatModel, lp_norm
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "minnorm_linear.json"
 SHAPE = (3, 16, 16)

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from robustlab.attacks.moo import METHODS, EnsembleMOO, TransformMOO, UniversalMOO
+from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
+from robustlab.io.atomic import atomic_write_json
 from robustlab.models.ensemble import Ensemble
 from robustlab.presets import list_presets, load_preset
-from robustlab.threat import ThreatModel
-from robustlab.training.trainer import Trainer, load_trained_model
-from robustlab.utils.io import atomic_write_json
+from robustlab.runs.loading import load_trained_model
+from robustlab.training.trainer import Trainer
 
 
 def victim_presets(table: str, dataset: str) -> list[str]:

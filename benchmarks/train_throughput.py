@@ -23,8 +23,8 @@ from attack_overhead import bare_step, timed
 
 from robustlab.attacks import attack_mode
 from robustlab.models import create_model
-from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives import create_objective
+from robustlab.training.objectives.base import ObjectiveConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 STEPS = (1, 5, 10, 40)

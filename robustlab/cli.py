@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from robustlab.errors import RobustlabError
+from robustlab.core.errors import RobustlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial robustness: train, attack, evaluate.")
 console = Console()
@@ -63,7 +60,8 @@ def main() -> None:
 
 
 def _overrides(pairs: list[str] | None, epochs: int | None, n: int | None = None) -> dict[str, Any]:
-    from robustlab.presets import deep_merge, parse_overrides
+    from robustlab.core.dicts import deep_merge
+    from robustlab.presets import parse_overrides
 
     out = parse_overrides(pairs or [])
     if epochs is not None:
@@ -122,101 +120,27 @@ def train(
     store: StoreOpt = None,
 ) -> None:
     """Train a preset (resumes automatically from the run folder's last checkpoint)."""
-    from robustlab.presets import load_preset
-    from robustlab.runs import write_preset_file
-    from robustlab.training.trainer import Trainer
+    from robustlab.app.evaluate import evaluate_run, store_for
+    from robustlab.app.train import train_preset
 
-    p = load_preset(preset, scale, _overrides(set_, epochs), variant=variant)
-    if name:
-        p.train.name = name
-    run_dir = runs_dir / p.train.name
-    if fresh and (run_dir / "checkpoints").exists():
-        import shutil
-
-        shutil.rmtree(run_dir / "checkpoints")
-    trainer = Trainer(p.train, run_dir, show_progress=progress)  # validates the config before anything is written
-    write_preset_file(run_dir, p)
-    summary = trainer.fit()
+    p, run_dir, summary = train_preset(preset, scale, overrides=_overrides(set_, epochs), variant=variant, name=name,
+                                       runs_dir=runs_dir, fresh=fresh, show_progress=progress)
     console.print(f"trained [bold]{p.name}[/bold] ({scale}) in {summary.seconds:.0f}s -> {run_dir}")
     if evaluate_after:
-        _evaluate_run(run_dir, p.eval, "best", progress, published=p.published, store=_store_for(store, runs_dir))
+        _print_outcome(evaluate_run(run_dir, p.eval, published=p.published, store=store_for(store, runs_dir),
+                                    show_progress=progress), f"{run_dir} (best)", p.published)
 
 
-def _evaluate_run(run: Path, eval_cfg: Any, which: str, progress: bool, published: dict | None = None,
-                  device: str = "auto", store: Path | None = None, out: Path | None = None) -> Any:
-    """Evaluate a run folder's checkpoint (or a checkpoint file) under ``eval_cfg``; the result JSON goes to ``out``
-    (default RUN/eval/<which>-<time>.json), whose folder is checked for writing before any attack runs."""
-    from robustlab.data import load_dataset
-    from robustlab.evaluation.protocol import run_protocol
-    from robustlab.runs import resolve_checkpoint, run_folder_of
-    from robustlab.training.trainer import load_trained_model
-    from robustlab.utils.io import ensure_writable
-
-    ckpt = resolve_checkpoint(run, which)
-    if run.is_file():
-        which = run.stem  # a checkpoint file: label results by its name
-    folder = run_folder_of(run)
-    if out is None:
-        out = folder / "eval" / f"{which}-{datetime.now():%Y%m%d-%H%M%S-%f}.json"  # never overwrites a result
-        state_dir = folder / "eval" / f"state-{which}"
-    else:
-        state_dir = out.parent / f"{out.stem}.state"
-    ensure_writable(out.parent, "the evaluation result")
-    model, meta = load_trained_model(ckpt, which, device)
-    data = load_dataset(meta["dataset"], eval_cfg.split)
-    result = run_protocol(model, data, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
-                          show_progress=progress, state_dir=state_dir)
-    console.print(_result_table(f"{run} ({which})", result, published))
-    _save_result(result, out)
-    console.print(f"result written to {out}")
-    _record_in_store(result, folder, out, store)
-    if result.eps_sweep:
-        _plot_sweep(result, out.parent / "robust_accuracy_vs_eps.png", published, str(run))
-    return result, out
-
-
-def _save_result(result: Any, out: Path) -> None:
-    """Write the result; if that fails after all the attacks ran, print it as JSON so it is not lost, then fail."""
-    from robustlab.errors import OutputError
-
-    try:
-        result.save(out)
-    except OSError as exc:
-        print(json.dumps(result.to_dict(), sort_keys=True))
-        raise OutputError(f"could not write the result to {out} ({exc.strerror or exc}); it was printed above as JSON. "
-                          "Pass --out PATH to write it elsewhere next time") from None
-
-
-def _store_for(store: Path | None, runs_dir: Path) -> Path:
-    """The store of a command with ``--runs-dir``: ``--store``, else $ROBUSTLAB_STORE, else beside the runs."""
-    from robustlab.store.db import default_store_path
-
-    return store if store is not None else default_store_path(runs_dir)
-
-
-def _record_in_store(result: Any, run_dir: Path, eval_file: Path, store: Path | None) -> None:
-    """Record an evaluation in the results store; a store that cannot be used costs a warning, not the result."""
-    from robustlab.store import ResultsStore
-
-    try:
-        with ResultsStore(store) as db:
-            eval_id = db.record(result, run_dir, eval_file)
-        console.print(f"recorded in the results store {db.path} (id {eval_id})")
-    except RobustlabError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] not recorded in the results store: {exc}")
-
-
-def _plot_sweep(result: Any, path: Path, published: dict | None, title: str) -> None:
-    from robustlab.analysis.plots import plot_robust_accuracy_vs_eps
-    from robustlab.errors import InputError
-
-    pub = (published or {}).get("eps_sweep") or None
-    try:
-        plot_robust_accuracy_vs_eps(result.eps_sweep, path, published=pub, title=title)
-    except InputError as exc:  # a malformed published sweep must not cost the measured plot
-        err_console.print(f"[yellow]warning:[/yellow] published eps_sweep not plotted: {exc}")
-        plot_robust_accuracy_vs_eps(result.eps_sweep, path, title=title)
-    console.print(f"robust accuracy vs eps plotted to {path}")
+def _print_outcome(outcome: Any, title: str, published: dict[str, Any] | None = None) -> None:
+    """The result table, where the result went, and any notes (a store that could not be used, say)."""
+    console.print(_result_table(title, outcome.result, published))
+    console.print(f"result written to {outcome.path}")
+    if outcome.store_id is not None:
+        console.print(f"recorded in the results store {outcome.store_path} (id {outcome.store_id})")
+    if outcome.sweep_plot is not None:
+        console.print(f"robust accuracy vs eps plotted to {outcome.sweep_plot}")
+    for note in outcome.notes:
+        err_console.print(f"[yellow]warning:[/yellow] {note}")
 
 
 @app.command()
@@ -241,18 +165,16 @@ def evaluate(
 ) -> None:
     """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/ and the
     results store."""
-    from robustlab.evaluation.defaults import protocol_for_run
-    from robustlab.evaluation.protocol import EvalConfig
+    from robustlab.app.evaluate import evaluate_run, resolve_protocol
     from robustlab.presets import load_preset
-    from robustlab.runs import resolve_checkpoint, run_folder_of
-    from robustlab.training.config import parse_config
 
-    resolve_checkpoint(run, which)  # a missing run or checkpoint is reported before anything else
     preset_eval = None if preset is None else load_preset(preset, scale).eval.model_dump(mode="json",
                                                                                           exclude_none=True)
-    eval_dict, published = protocol_for_run(run_folder_of(run), protocol=protocol, preset_eval=preset_eval, eps=eps,
-                                            norm=norm, overrides=_overrides(set_, None, n).get("eval", {}))
-    _evaluate_run(run, parse_config(eval_dict, EvalConfig, "eval"), which, progress, published, device, store, out)
+    cfg, published = resolve_protocol(run, which=which, protocol=protocol, preset_eval=preset_eval, eps=eps, norm=norm,
+                                      overrides=_overrides(set_, None, n).get("eval", {}))
+    outcome = evaluate_run(run, cfg, which=which, published=published, device=device, store=store, out=out,
+                           show_progress=progress)
+    _print_outcome(outcome, f"{run} ({outcome.result.model.get('which', which)})", published)
 
 
 @app.command()
@@ -271,45 +193,14 @@ def attack(
     device: DeviceOpt = "auto",
 ) -> None:
     """Craft adversarial examples and save them (float32 NCHW in [0,1]) with labels, indices and the protocol."""
-    import torch
-
-    from robustlab.attacks.autoattack import AutoAttack
-    from robustlab.attacks.base import attack_mode, predict
-    from robustlab.attacks.spec import build_attack
-    from robustlab.checkpoint import save_tensors
-    from robustlab.data import load_dataset
+    from robustlab.app.attack import attack_run
     from robustlab.presets import parse_overrides
-    from robustlab.threat import ThreatModel
-    from robustlab.training.config import AttackConfig, parse_config
-    from robustlab.training.trainer import load_trained_model
-    from robustlab.utils.device import model_device
-    from robustlab.utils.rng import derive_seed
 
-    model, meta = load_trained_model(run, which, device)
-    data = load_dataset(meta["dataset"], split)
-    k = min(n, len(data))
-    dev = model_device(model)
-    x, y = data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
-    torch.manual_seed(derive_seed(seed, "attack"))
-    if name.startswith("autoattack-"):
-        threat = ThreatModel(norm, eps)
-        x_adv = AutoAttack(model, threat, version=name.split("-", 1)[1], seed=seed).run(x, y).x_adv
-        protocol: dict[str, Any] = {"name": name, "norm": threat.norm, "eps": threat.eps, "seed": seed}
-    else:
-        settings = parse_overrides(set_ or []).get("attack", {})
-        cfg = parse_config({"name": name, "norm": norm, "eps": eps, **settings}, AttackConfig, "attack")
-        x_adv = torch.cat([build_attack(cfg, model)(x[i : i + 256], y[i : i + 256]) for i in range(0, k, 256)])
-        protocol = {**cfg.model_dump(exclude_none=True), "seed": seed}
-    with attack_mode(model):
-        pred = predict(model, x_adv).argmax(dim=1)
-    x_adv, y, pred = x_adv.cpu(), y.cpu(), pred.cpu()
-    tensors = {"x_adv": x_adv.contiguous(), "labels": y.contiguous(), "predictions": pred.contiguous(),
-               "indices": torch.arange(k)}
-    meta_out = {"protocol": json.dumps(protocol), "dataset": meta["dataset"], "split": split,
-                "model": meta.get("model", ""), "checkpoint": str(run)}
-    save_tensors(out, tensors, meta_out)
-    console.print(f"{k} adversarial examples ({protocol['name']}, {norm} eps={eps}) -> {out}; "
-                  f"accuracy on them {100 * float((pred == y).float().mean()):.2f}%")
+    settings = parse_overrides(set_ or []).get("attack", {})
+    crafted = attack_run(run, out, attack=name, norm=norm, eps=eps, n=n, split=split, which=which, settings=settings,
+                         seed=seed, device=device)
+    console.print(f"{crafted.n} adversarial examples ({crafted.protocol['name']}, {norm} eps={eps}) -> {crafted.path}; "
+                  f"accuracy on them {100 * crafted.accuracy:.2f}%")
 
 
 @app.command()
@@ -328,8 +219,9 @@ def reproduce(
     store: StoreOpt = None,
 ) -> None:
     """Train a preset (resuming), evaluate it with its protocol, write reproduce.json/.md: measured vs published."""
+    from robustlab.app.evaluate import evaluate_run, store_for
+    from robustlab.app.reproduce import published_caveat, reproduce_run
     from robustlab.presets import load_preset
-    from robustlab.reproduce import published_caveat, reproduce_run
 
     p = load_preset(preset, scale, _overrides(set_, None), variant=variant)
     caveat = published_caveat(load_preset(preset, scale, None, variant=variant).train, p.train) if set_ else None
@@ -338,25 +230,19 @@ def reproduce(
     p.train = p.train.model_copy(update={"device": device})
     run_dir = runs_dir / p.train.name
     report = reproduce_run(
-        p, run_dir, evaluate=lambda: _evaluate_run(run_dir, p.eval, "best", progress, p.published, device,
-                                                  _store_for(store, runs_dir)),
+        p, run_dir, evaluate=lambda: _evaluated(evaluate_run(run_dir, p.eval, published=p.published, device=device,
+                                                             store=store_for(store, runs_dir), show_progress=progress),
+                                                f"{run_dir} (best)", p.published),
         device=device, progress=progress, reevaluate=reevaluate, latent_plot=latent_plot, latent_n=latent_n,
         log=console.print, caveat=caveat)
     console.print(_comparison_table(report))
     console.print(f"report written to {run_dir / 'reproduce.json'} and {run_dir / 'reproduce.md'}")
 
 
-def _analysis_inputs(run: Path, n: int, which: str, device: str) -> tuple[Any, dict[str, Any], Any, Any]:
-    """(model, checkpoint metadata, x, y) of the first ``n`` test points, for the ensemble analyses."""
-    from robustlab.data import load_dataset
-    from robustlab.training.trainer import load_trained_model
-    from robustlab.utils.device import model_device
-
-    model, meta = load_trained_model(run, which, device)
-    data = load_dataset(meta["dataset"], "test")
-    k = min(n, len(data))
-    dev = model_device(model)
-    return model.eval(), meta, data.float_images(range(k)).to(dev), data.labels[:k].to(dev)
+def _evaluated(outcome: Any, title: str, published: dict[str, Any]) -> tuple[Any, Path]:
+    """Print an evaluation and hand (result, path) back to the reproduce job."""
+    _print_outcome(outcome, title, published)
+    return outcome.result, outcome.path
 
 
 def _float_list(text: str) -> list[float]:
@@ -369,11 +255,13 @@ def _float_list(text: str) -> list[float]:
 @app.command()
 def detect(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint of a model (an ensemble for 'members').")],
-    eps: Annotated[str, typer.Option(help="Comma-separated radii, e.g. 0.1,0.2,0.3.")] = "0.3",
+    eps: Annotated[str | None, typer.Option(help="Comma-separated radii, e.g. 0.1,0.2,0.3 (default: the run's "
+                                                 "training eps; 8/255 on CIFAR-10).")] = None,
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
-    attacks: Annotated[str, typer.Option(help="Comma-separated registered attacks (e.g. pgd,mim,fgsm).")] = "pgd,mim",
-    steps: Annotated[int, typer.Option(min=1, help="Iterations of the iterative attacks.")] = 40,
-    step_size: Annotated[float | None, typer.Option(help="Step size (default eps / 10 per eps: set it to fix).")]
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated registered attacks (default: pgd,mim; "
+                                                     "pgd,bim,mim on CIFAR-10 as the thesis).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Iterations (default 40; 20 on CIFAR-10).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="Step size (default eps / 10; 1/255 on CIFAR-10).")]
     = None,
     source: Annotated[str, typer.Option(help="ensemble (entropy of the ensemble prediction) or members.")]
     = "ensemble",
@@ -382,57 +270,43 @@ def detect(
     device: DeviceOpt = "auto",
 ) -> None:
     """Entropy detector (CCE-DM): ROC and AUC per attack and eps; JSON and ROC plot in RUN/analysis/."""
-    from robustlab.analysis.detection import DetectionResult, detection_experiment, plot_roc, save_detection
-    from robustlab.models.ensemble import is_ensemble
-    from robustlab.runs import run_folder_of
+    from robustlab.app.analysis import run_detection
 
-    model, _, x, y = _analysis_inputs(run, n, which, device)
-    eps_values = _float_list(eps)
-    out = run_folder_of(run) / "analysis"
-    whose = f"{source} prediction" if is_ensemble(model) else "the model's prediction"
-    table = Table(title=f"entropy detection ({whose}), AUC %, n={len(x)}")
+    names = None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()]
+    outcome = run_detection(run, eps=None if eps is None else _float_list(eps), attacks=names, steps=steps,
+                            step_size=step_size, norm=norm, source=source, n=n, which=which, device=device)
+    table = Table(title=f"entropy detection ({outcome.whose}), AUC %, n={outcome.result.n}")
     for col in ("attack", "eps", "clean kept", "adversarial", "AUC"):
         table.add_column(col, justify="right")
     table.add_column("note")
-    rows = []
-    for e in eps_values:  # one experiment per eps so the default step size follows eps
-        specs = {a: {"name": a, **({} if a == "fgsm" else {"steps": steps, "step_size": step_size or e / 10})}
-                 for a in (v.strip() for v in attacks.split(",") if v.strip())}
-        rows += detection_experiment(model, x, y, specs, [e], norm=norm, source=source).rows  # type: ignore[arg-type]
-    result = DetectionResult(source=source, only_successful=True, n=len(x), rows=rows)
-    for r in rows:
+    for r in outcome.result.rows:
         auc = "n/a" if r["roc"] is None else f"{100 * r['auc']:.1f}"
-        table.add_row(r["attack"], f"{r['eps']:g}", str(r["n_clean"]), str(r["n_adversarial"]), auc, r.get("note", ""))
+        table.add_row(r["attack"], f"{r['eps']:.4g}", str(r["n_clean"]), str(r["n_adversarial"]), auc,
+                      r.get("note", ""))
     console.print(table)
-    save_detection(result, out / "detection.json")
-    plot_roc(result, out / "detection_roc.png", title=f"entropy detector ({whose})")
-    console.print(f"written {out / 'detection.json'} and {out / 'detection_roc.png'}")
+    console.print(f"written {outcome.json_path} and {outcome.plot_path}")
 
 
 @app.command()
 def transfer(
     run: Annotated[Path, typer.Argument(help="Run folder or checkpoint of an ensemble.")],
-    eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
+    eps: Annotated[float | None, typer.Option(help="Radius (default: the run's training eps; 8/255 on CIFAR-10).")]
+    = None,
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
-    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 20,
-    step_size: Annotated[float | None, typer.Option(help="PGD step size (default eps / 10).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="PGD iterations (default 20).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="PGD step size (default eps / 10; 2/255 on CIFAR-10).")]
+    = None,
     n: Annotated[int, typer.Option(min=1, help="First N test points.")] = 1000,
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     device: DeviceOpt = "auto",
 ) -> None:
     """Transferability inside an ensemble: the a^(i,j) matrix, T, nT, a_single and the S subsets (CCE A7)."""
-    from robustlab.analysis.transferability import print_transferability, save_transferability, transferability
-    from robustlab.attacks import create_attack
-    from robustlab.runs import run_folder_of
-    from robustlab.threat import ThreatModel
+    from robustlab.analysis.transferability import print_transferability
+    from robustlab.app.analysis import run_transfer
 
-    model, _, x, y = _analysis_inputs(run, n, which, device)
-    threat = ThreatModel(norm, eps)
-    label = f"(PGD-{steps} {norm} eps={eps:g})"
-    result = transferability(model, x, y, lambda m: create_attack("pgd", m, threat, steps=steps,
-                                                                   step_size=step_size or eps / 10), label=label)
+    result, path = run_transfer(run, eps=eps, steps=steps, step_size=step_size, norm=norm, n=n, which=which,
+                                device=device)
     print_transferability(result, console)
-    path = save_transferability(result, run_folder_of(run) / "analysis" / "transferability.json")
     console.print(f"written {path}")
 
 
@@ -449,18 +323,13 @@ def atop(
 ) -> None:
     """AToP: pre-train and fine-tune the purifier in front of CLASSIFIER (resuming), then evaluate the defence with
     the pre-trained and the fine-tuned purifier under the preset's protocols (A: EoT end to end, B: BPDA, ...)."""
-    from robustlab.presets import deep_merge, parse_overrides
-    from robustlab.purification.atop.config import load_atop_preset
-    from robustlab.purification.atop.run import run_atop
+    from robustlab.app.atop import run_atop_preset
+    from robustlab.presets import parse_overrides
 
-    overrides = parse_overrides(set_ or [])
-    if transform is not None:
-        overrides = deep_merge(overrides, {"atop": {"transform": {"name": transform}}})
-    p = load_atop_preset(preset, scale, overrides)
-    # the run folder is named after preset, transform and scale unless --set atop.name=... chose a name
-    name = p.atop.name if "name" in overrides.get("atop", {}) else f"{preset}-{p.atop.transform.name}-{scale}"
-    summary = run_atop(p.model_copy(update={"atop": p.atop.model_copy(update={"name": name})}), classifier,
-                       runs_dir / name, show_progress=progress)
+    p, run_dir, summary = run_atop_preset(preset, classifier, scale=scale, transform=transform,
+                                          overrides=parse_overrides(set_ or []), runs_dir=runs_dir,
+                                          show_progress=progress)
+    name = run_dir.name
     table = Table(title=f"{name}: accuracy (%) on {p.eval.n} test points")
     for col in ("purifier", "protocol", "clean", "worst case", "per attack"):
         table.add_column(col)
@@ -469,7 +338,7 @@ def atop(
             per = ", ".join(f"{k} {100 * v:.1f}" for k, v in r["robust"].items())
             table.add_row(phase, proto, f"{100 * r['clean']:.1f}", f"{100 * r['worst_case']:.1f}", per)
     console.print(table)
-    console.print(f"results in {runs_dir / name / 'eval'} and {runs_dir / name / 'atop_summary.json'}")
+    console.print(f"results in {run_dir / 'eval'} and {run_dir / 'atop_summary.json'}")
 
 
 def _comparison_table(report: dict[str, Any]) -> Table:
@@ -535,13 +404,14 @@ def report(
     store: StoreOpt = None,
 ) -> None:
     """Self-contained HTML report of a run: config, curves, evaluations from the store, examples, sanity flags."""
+    from robustlab.app.evaluate import store_for
     from robustlab.report import write_all_reports, write_run_report
     from robustlab.store import ResultsStore
 
     if (run is None) == (not all_runs):
         raise RobustlabError("pass either a run folder or --all (not both)")
     kwargs = {"grid_n": grid_n, "grid_steps": grid_steps, "device": device}
-    with ResultsStore(store if run is not None else _store_for(store, runs_dir)) as db:
+    with ResultsStore(store if run is not None else store_for(store, runs_dir)) as db:
         if run is not None:
             console.print(f"report written to {write_run_report(run, db, out, **kwargs)}")
             return
@@ -593,30 +463,14 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """The main job: train a robust MNIST SmallCNN in minutes, evaluate it honestly, print the table."""
-    from robustlab.presets import load_preset
-    from robustlab.runs import write_preset_file
-    from robustlab.training.trainer import Trainer
+    from robustlab.app.demo import run_demo
 
-    t0 = time.perf_counter()
-    p = load_preset("demo", "quick")
-    run_dir = runs_dir / p.train.name
-    trainer = Trainer(p.train, run_dir, show_progress=progress)
-    write_preset_file(run_dir, p)
-    trainer.fit()
-    t_train = time.perf_counter() - t0
-    result, _ = _evaluate_run(run_dir, p.eval, "best", progress, store=_store_for(None, runs_dir))
-    total = time.perf_counter() - t0
-    pgd_acc = next(iter(result.robust_accuracy.values()))
-    checks = {
-        "clean >= 95%": result.clean_accuracy >= 0.95,
-        "PGD-50x3 robust >= 70%": pgd_acc >= 0.70,
-        "worst case (+ APGD-DLR) within 5 points of PGD-50x3": pgd_acc - result.worst_case_accuracy <= 0.05,
-        "eps=0.5 accuracy < 10% (no masking)": bool(result.sanity.get("large_eps_collapsed")),
-    }
-    for label, ok in checks.items():
+    outcome = run_demo(runs_dir, show_progress=progress)
+    console.print(_result_table(f"{outcome.run_dir} (best)", outcome.result))
+    for label, ok in outcome.checks.items():
         console.print(f"  {'[green]PASS[/green]' if ok else '[red]FAIL[/red]'}  {label}")
-    console.print(f"train {t_train:.0f}s, total {total:.0f}s; run folder {run_dir}")
-    (run_dir / "demo.json").write_text(json.dumps({"checks": checks, "train_seconds": t_train, "total_seconds": total}))
+    console.print(f"train {outcome.train_seconds:.0f}s, total {outcome.total_seconds:.0f}s; run folder "
+                  f"{outcome.run_dir}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.autoattack import AutoAttack, AutoAttackResult
-from robustlab.threat import ThreatModel
+from robustlab.core.threat import ThreatModel
 
 
 class SlowLinear(nn.Module):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from robustlab.training.config import TrainConfig, parse_config
+from robustlab.core.config import parse_config
+from robustlab.training.config import TrainConfig
 from robustlab.training.objectives import register_objective
 from robustlab.training.objectives.pgd_at import PGDAT
 

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from robustlab.analysis.latent import collect_latents, latent_and_logits, pca_2d, plot_latent_pca
-from robustlab.errors import ConfigError
+from robustlab.analysis.latent import collect_latents, pca_2d, plot_latent_pca
+from robustlab.core.errors import ConfigError
 from robustlab.models import create_model
 from robustlab.models.base import ClassifierNet
-from robustlab.training.config import ObjectiveConfig
+from robustlab.models.latent import latent_and_logits
 from robustlab.training.objectives import create_objective
 from robustlab.training.objectives.adr import ADRParams, adr_terms, pair_weights
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from robustlab.training.objectives.base import ObjectiveConfig
+from tests._training_helpers import tiny_config
 
 ATTACK = {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 3}
 

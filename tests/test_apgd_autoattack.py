@@ -16,8 +16,8 @@ from torch import nn
 from robustlab.attacks import PGD, list_attacks
 from robustlab.attacks.apgd import APGD, APGDDLR, APGDTargeted, checkpoint_lengths, targeted_dlr
 from robustlab.attacks.autoattack import AutoAttack, _RunState
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 
 ATTACKS = {"apgd-ce": APGD, "apgd-dlr": APGDDLR, "apgd-t": APGDTargeted}
 LINF_EPS = 0.1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from robustlab.errors import ConfigError
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.errors import ConfigError
 from robustlab.models import create_model
-from robustlab.training.config import AttackConfig, ObjectiveConfig
 from robustlab.training.objectives import create_objective
-from robustlab.training.objectives.ascl import (
-    ASCL,
-    scl_loss,
-    selection_masks,
-    similarity_matrix,
-    supcon_terms,
-)
+from robustlab.training.objectives.ascl import ASCL, scl_loss, selection_masks, similarity_matrix, supcon_terms
+from robustlab.training.objectives.base import ObjectiveConfig
 from robustlab.training.trainer import Trainer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from tests._training_helpers import tiny_config
 
 ATTACK = {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 2}
 

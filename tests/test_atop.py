@@ -12,24 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.core.errors import ConfigError, InputError, UnknownNameError
 from robustlab.data import ImageData, dataset_info
-from robustlab.errors import ConfigError, InputError, UnknownNameError
+from robustlab.evaluation.atop import evaluate_atop
 from robustlab.models import create_model
 from robustlab.presets import list_presets
+from robustlab.presets.atop import ATOP_PRESETS, load_atop_preset
 from robustlab.purification.atop import (
-    ATOP_PRESETS,
     AToPConfig,
     AToPDefense,
     ProtocolSettings,
-    PurifierTrainer,
     RandomTransform,
     build_purifier,
-    evaluate_atop,
-    load_atop_preset,
-    load_purifier,
     purify,
 )
-from robustlab.purification.atop.purifiers import _ShapeChecked
+from robustlab.purification.atop.purifiers import Purifier
+from robustlab.training.atop import PurifierTrainer, load_purifier
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -106,7 +104,7 @@ def test_rt3_masks_are_disjoint_and_cover_the_image(shape, sizes) -> None:
     assert torch.equal(blocks.round(), torch.tensor(sizes, dtype=blocks.dtype)[:, None].expand(4, 5))
 
 
-class _PassIndex(_ShapeChecked):
+class _PassIndex(Purifier):
     """Stub purifier whose k-th call outputs the constant k, to check how RT3 combines its passes."""
 
     kind = "stub"
@@ -251,7 +249,7 @@ def test_resume_gives_identical_purifier_weights(tmp_path) -> None:
     with pytest.raises(ConfigError, match="another classifier"):
         _trainer(tmp_path / "part", cfg, _mlp()).fit()
     assert all(torch.equal(v, full.purifier.state_dict()[k]) for k, v in fresh.purifier.state_dict().items())
-    with pytest.raises(ConfigError, match="different AToP config"):
+    with pytest.raises(ConfigError, match="different config"):
         _trainer(tmp_path / "part", _cfg("gan", seed=6, pretrain={"max_steps_per_epoch": 2})).fit()
 
 

@@ -23,8 +23,8 @@ from robustlab.attacks import (
     register_attack,
 )
 from robustlab.attacks.losses import get_loss
-from robustlab.errors import InputError, UnknownNameError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError, UnknownNameError
+from robustlab.core.threat import ThreatModel
 
 # --------------------------------------------------------------------------------------------- helpers
 

@@ -18,8 +18,8 @@ from robustlab.attacks.deepfool import DeepFool
 from robustlab.attacks.mim import MIM
 from robustlab.attacks.multitarget import CWPGD, MultiTargetPGD
 from robustlab.attacks.rfgsm import RFGSM
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 
 # --------------------------------------------------------------------------------------------- helpers
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _aa_kill_helpers import run  # noqa: E402
+from tests._aa_kill_helpers import run
 
 REPO = Path(__file__).resolve().parents[1]
 

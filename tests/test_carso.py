@@ -12,18 +12,20 @@ import pytest
 import torch
 
 from robustlab.attacks.autoattack import AutoAttack
-from robustlab.errors import ConfigError, InputError, UnknownNameError
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.config import parse_config
+from robustlab.core.errors import ConfigError, InputError, UnknownNameError
+from robustlab.core.threat import ThreatModel
 from robustlab.models import create_model
-from robustlab.purification.carso import RepresentationExtractor, aggregate, beta_schedule, carso_of, mix_batch
+from robustlab.purification.carso import RepresentationExtractor, aggregate, carso_of
 from robustlab.purification.carso.aggregation import peel
 from robustlab.purification.carso.blocks import Decoder, InputPreEncoder, LayerCompressor
 from robustlab.purification.carso.evaluation import AggregationView
 from robustlab.purification.carso.model import CARSO
-from robustlab.purification.carso.objective import split_sizes, vae_loss
 from robustlab.purification.common import repeated_accuracy
-from robustlab.threat import ThreatModel
-from robustlab.training.config import AttackConfig, ScheduleConfig, parse_config
+from robustlab.training.config import ScheduleConfig
 from robustlab.training.lookahead import Lookahead
+from robustlab.training.objectives.carso import beta_schedule, mix_batch, split_sizes, vae_loss
 from robustlab.training.schedules import lr_factor
 from robustlab.training.trainer import Trainer
 from tests._training_helpers import tiny_config
@@ -152,8 +154,8 @@ def test_vae_loss_from_logits_equals_probabilities_and_keeps_gradient() -> None:
 def test_radam_training_from_the_first_step_stays_finite() -> None:
     """Regression: the summed loss under RAdam's first (SGD-like) steps sent the decoder to NaN; the default mean
     reduction on the logits BCE trains from step one."""
-    from robustlab.purification.carso.objective import CARSOObjective
-    from robustlab.training.config import ObjectiveConfig
+    from robustlab.training.objectives.base import ObjectiveConfig
+    from robustlab.training.objectives.carso import CARSOObjective
 
     m = _carso()
     objective = CARSOObjective(ObjectiveConfig(name="carso", attack=AttackConfig(name="fgsm", norm="linf", eps=0.3),
@@ -232,7 +234,7 @@ def test_trainer_step_keeps_classifier_frozen(classifier_run: Path, tmp_path: Pa
     assert any(not torch.equal(purifier[k], v) for k, v in net.decoder.state_dict().items())
     assert not net.classifier.training and not any(p.requires_grad for p in net.classifier.parameters())
     assert math.isfinite(summary.last_metrics["train_loss"]) and summary.last_metrics["train_adv_fraction"] == 0.5
-    from robustlab.training.trainer import load_trained_model
+    from robustlab.runs.loading import load_trained_model
 
     loaded, meta = load_trained_model(tmp_path / "carso", which="last")  # checkpoint round trip
     assert meta["model"] == "carso" and carso_of(loaded)[0].ensemble_size == 2
@@ -243,7 +245,7 @@ def test_checkpoint_loads_after_the_classifier_run_moved(classifier_run: Path, t
     classifier's run folder and computes the same outputs."""
     import shutil
 
-    from robustlab.training.trainer import load_trained_model
+    from robustlab.runs.loading import load_trained_model
 
     moved = tmp_path / "clf-copy"
     shutil.copytree(classifier_run, moved)
@@ -314,9 +316,10 @@ def test_bad_inputs() -> None:
 def test_protocol_attacks_can_craft_on_a_surrogate_aggregation() -> None:
     """``surrogate: logit`` in an evaluation attack: crafted on the logit view, judged on the (peel) model; the view
     is what the gradient sees (peel's saturates), the label says so, and elsewhere the setting is refused."""
-    from robustlab.attacks.spec import build_attack
+    from robustlab.attacks.config import build_attack
     from robustlab.data import ImageData, dataset_info
-    from robustlab.evaluation.protocol import EvalConfig, run_protocol
+    from robustlab.evaluation.config import EvalConfig
+    from robustlab.evaluation.protocol import run_protocol
 
     m = _carso(model="mlp", layers="net.hidden.fc1,net.fc", ensemble_size=2).eval()
     carso_of(m)[0].sampling = "mean"  # deterministic, so the judged accuracy is reproducible here
@@ -346,10 +349,10 @@ def test_evaluation_path_autoattack_rand_pgd_eot_surrogate_repeated() -> None:
     res = aa.run(x, y)
     assert set(res.robust) == {"apgd-ce", "apgd-dlr"} and bool(threat.contains(res.x_adv, x).all())
     cfg = AttackConfig(name="pgd", norm="linf", eps=0.3, steps=3, eot_samples=2, random_start=False)
-    from robustlab.attacks.spec import build_attack
+    from robustlab.attacks.config import build_attack
 
     assert build_attack(cfg, m).eot_samples == 2
-    from robustlab.evaluation.protocol import named_attacks
+    from robustlab.evaluation.named import named_attacks
 
     x_sur = named_attacks(m, [cfg.model_copy(update={"surrogate": "logit"})])[0].attack(x, y)
     assert bool(threat.contains(x_sur, x).all())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.attacks import PGD
-from robustlab.errors import ConfigError
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.errors import ConfigError
+from robustlab.core.threat import ThreatModel
 from robustlab.models import create_model, member_models
-from robustlab.threat import ThreatModel
-from robustlab.training.config import AttackConfig, ObjectiveConfig
+from robustlab.runs.loading import load_trained_model
 from robustlab.training.objectives import create_objective
 from robustlab.training.objectives.adp import adp_regularizer, ensemble_entropy, log_ensemble_diversity
+from robustlab.training.objectives.base import ObjectiveConfig
 from robustlab.training.objectives.cce import cce_member_losses
-from robustlab.training.trainer import Trainer, load_trained_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from robustlab.training.trainer import Trainer
+from tests._training_helpers import tiny_config
 
 ATTACK = {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 3}
 ENSEMBLE = {"name": "ensemble", "kwargs": {"member": "mlp", "k": 2, "member_kwargs": {"hidden": [16]}}}

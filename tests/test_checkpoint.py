@@ -11,7 +11,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from robustlab.checkpoint import (
+from robustlab.core.errors import CheckpointError, InputError
+from robustlab.io.atomic import sha256_file
+from robustlab.io.checkpoint import (
     TENSORS_FORMAT,
     WEIGHTS_FORMAT,
     load_tensors,
@@ -20,9 +22,8 @@ from robustlab.checkpoint import (
     save_tensors,
     save_weights,
 )
-from robustlab.errors import CheckpointError, InputError
-from robustlab.models import create_model, model_fingerprint
-from robustlab.utils.io import sha256_file
+from robustlab.io.fingerprint import model_fingerprint
+from robustlab.models import create_model
 
 
 @dataclass(frozen=True)

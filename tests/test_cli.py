@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from robustlab import cli
-from robustlab.checkpoint import load_tensors
 from robustlab.data import load_dataset
+from robustlab.io.checkpoint import load_tensors
 
 runner = CliRunner()
 

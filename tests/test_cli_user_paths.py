@@ -17,7 +17,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from robustlab import cli
-from robustlab.errors import CheckpointError, ConfigError, InputError
+from robustlab.core.errors import CheckpointError, ConfigError, InputError
 from robustlab.evaluation.defaults import at_eps, protocol_for_run
 from robustlab.runs import resolve_checkpoint
 
@@ -153,8 +153,8 @@ class _TupleNet(nn.Module):
 
 def test_tuple_outputs_advice_works_when_followed() -> None:
     from robustlab.attacks import PGD
+    from robustlab.core.threat import ThreatModel
     from robustlab.models import SelectOutput
-    from robustlab.threat import ThreatModel
 
     net, x, y = _TupleNet(), torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,))
     with pytest.raises(InputError, match=r"SelectOutput\(model, 0\)") as exc:
@@ -168,8 +168,8 @@ def test_tuple_outputs_advice_works_when_followed() -> None:
 
 def test_nhwc_input_gets_a_clear_message_for_one_channel_models_too() -> None:
     from robustlab.attacks import PGD
+    from robustlab.core.threat import ThreatModel
     from robustlab.models import create_model
-    from robustlab.threat import ThreatModel
 
     nhwc = torch.rand(2, 28, 28, 1)
     y = torch.tensor([0, 1])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustlab.core.errors import ChecksumError, DatasetNotFoundError, InputError, UnknownNameError
 from robustlab.data import (
     ImageData,
     UnsafePickleError,
@@ -33,7 +34,6 @@ from robustlab.data import (
     sources,
     write_cifar10_folder,
 )
-from robustlab.errors import ChecksumError, DatasetNotFoundError, InputError, UnknownNameError
 
 ENV_VARS = ("ROBUSTLAB_DATA_DIR", "ROBUSTLAB_CIFAR10", "ROBUSTLAB_ALLOW_UNVERIFIED")
 
@@ -61,7 +61,7 @@ def test_registry_names_and_info():
     for name in list_datasets():
         info = dataset_info(name)
         assert info.num_classes == 10 == len(info.class_names)
-    with pytest.raises(UnknownNameError, match="valid names: cifar10, fashion-mnist, mnist"):
+    with pytest.raises(UnknownNameError, match="Valid datasets: 'cifar10', 'fashion-mnist', 'mnist'"):
         dataset_info("imagenet")
 
 

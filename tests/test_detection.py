@@ -20,13 +20,8 @@ from robustlab.analysis.detection import (
     roc_curve,
     save_detection,
 )
-from robustlab.analysis.transferability import (
-    print_transferability,
-    save_transferability,
-    summarize,
-    transferability,
-)
-from robustlab.errors import ConfigError, InputError
+from robustlab.analysis.transferability import print_transferability, save_transferability, summarize, transferability
+from robustlab.core.errors import ConfigError, InputError
 from robustlab.models import Ensemble, create_model
 from robustlab.models.ensemble import MemberView
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
 from robustlab.utils import device as D
 
 
@@ -39,9 +39,8 @@ def test_bf16_falls_back_to_fp32_with_a_warning_where_it_is_emulated(monkeypatch
 def test_bf16_run_records_the_effective_precision(tmp_path, monkeypatch) -> None:
     import json
 
-    from _training_helpers import tiny_config
-
     from robustlab.training.trainer import Trainer
+    from tests._training_helpers import tiny_config
 
     monkeypatch.setattr(D, "native_bf16", lambda device: False)
     cfg = tiny_config(epochs=1, bf16=True, max_steps_per_epoch=2)

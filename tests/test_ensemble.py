@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from robustlab.attacks import PGD
-from robustlab.checkpoint import load_weights, save_weights
-from robustlab.errors import ConfigError, InputError, UnknownNameError
-from robustlab.models import Ensemble, create_model, ensemble_from_runs, member_logits, member_models
+from robustlab.core.errors import ConfigError, InputError, UnknownNameError
+from robustlab.core.threat import ThreatModel
+from robustlab.io.checkpoint import load_weights, save_weights
+from robustlab.models import Ensemble, create_model, member_logits, member_models
 from robustlab.models.ensemble import as_ensemble, is_ensemble
-from robustlab.threat import ThreatModel
-from robustlab.training.trainer import load_trained_model
+from robustlab.runs.ensemble import ensemble_from_runs
+from robustlab.runs.loading import load_trained_model
 
 
 class Fixed(nn.Module):

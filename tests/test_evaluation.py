@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import PGD
+from robustlab.core.threat import ThreatModel
 from robustlab.evaluation.robust import NamedAttack, grad_health, robust_flags
-from robustlab.threat import ThreatModel
 
 
 class Linear2(nn.Module):
@@ -102,9 +102,10 @@ def test_large_eps_check_scales_the_step_so_the_attack_can_cross_the_ball() -> N
     """Regression: BIM-40 with step 0.01 (no random start) moves a pixel 0.4 at most, so at a 'near-total' eps 0.5
     it could not reach a boundary 0.45 away and the sanity check blamed the model. The check keeps the step count
     and scales the step by large_eps / eps."""
+    from robustlab.core.config import parse_config
     from robustlab.data import ImageData, dataset_info
-    from robustlab.evaluation.protocol import EvalConfig, run_protocol
-    from robustlab.training.config import parse_config
+    from robustlab.evaluation.config import EvalConfig
+    from robustlab.evaluation.protocol import run_protocol
 
     images = torch.full((4, 1, 28, 28), 128, dtype=torch.uint8)
     data = ImageData(images, torch.zeros(4, dtype=torch.long), dataset_info("mnist"), "test", "synthetic")

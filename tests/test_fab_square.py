@@ -15,8 +15,8 @@ from robustlab.attacks import create_attack, get_attack_class
 from robustlab.attacks.base import Attack
 from robustlab.attacks.fab import FAB, FABTargeted, project_hyperplane_box
 from robustlab.attacks.square import Square
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel, lp_norm
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel, lp_norm
 
 
 @pytest.fixture(autouse=True)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.errors import ConfigError, InputError, RobustlabError, UnknownNameError
+from robustlab.core.errors import ConfigError, InputError, RobustlabError, UnknownNameError
+from robustlab.io.fingerprint import model_fingerprint
 from robustlab.models import (
     ClassifierNet,
     LayerTaps,
     Normalized,
     create_model,
     list_models,
-    model_fingerprint,
     named_layers,
     register_model,
 )
@@ -207,10 +207,10 @@ def test_register_model_and_duplicates():
     try:
         assert "tmp-linear" in list_models()
         assert create_model("TMP_linear", MNIST, bias=False)(torch.rand(2, 1, 28, 28)).shape == (2, 10)
-        with pytest.raises(ConfigError, match="already registered"):
+        with pytest.raises(InputError, match="already registered"):
             register_model("tmp-linear")(lambda c, k, s: nn.Identity())
     finally:
-        registry_mod._REGISTRY.pop("tmp-linear", None)
+        registry_mod.MODELS.unregister("tmp-linear")
 
 
 def test_fingerprint_tells_architectures_apart():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from robustlab.errors import ConfigError, InputError
-from robustlab.training.config import AttackConfig, ObjectiveConfig
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.errors import ConfigError, InputError
+from robustlab.core.rng import derive_seed
 from robustlab.training.objectives import create_objective
 from robustlab.training.objectives.awp import AWPParams, WeightPerturbation
+from robustlab.training.objectives.base import ObjectiveConfig
 from robustlab.training.objectives.losses import boosted_cross_entropy
 from robustlab.training.objectives.trades import GaussianStartThreat
 from robustlab.training.trainer import Trainer
-from robustlab.utils.rng import derive_seed
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from tests._training_helpers import tiny_config
 
 ATTACK = {"name": "pgd", "norm": "linf", "eps": 0.1, "steps": 3}
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustlab.analysis.latent import check_latent_layer, latent_and_logits
-from robustlab.errors import ConfigError, UnknownNameError
-from robustlab.evaluation.protocol import named_attacks
+from robustlab.core.dicts import deep_merge
+from robustlab.core.errors import ConfigError, UnknownNameError
+from robustlab.evaluation.named import named_attacks
 from robustlab.models import create_model
-from robustlab.presets import deep_merge, list_presets, load_preset, parse_overrides
+from robustlab.models.latent import check_latent_layer, latent_and_logits
+from robustlab.presets import list_presets, load_preset, parse_overrides
 from robustlab.training.objectives import create_objective
 
 REQUIRED = {"mnist-pgd-at", "mnist-fast-at", "fashion-mnist-pgd-at", "cifar10-pgd-at", "demo"}

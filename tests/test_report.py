@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _training_helpers import tiny_config
 from typer.testing import CliRunner
 
 from robustlab.cli import app
-from robustlab.errors import ConfigError, InputError
+from robustlab.core.errors import ConfigError, InputError
 from robustlab.report import build_run_report
 from robustlab.store import ResultsStore
 from robustlab.training.trainer import Trainer
+from tests._training_helpers import tiny_config
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is absent (make setup installs it)")

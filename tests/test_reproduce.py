@@ -11,15 +11,16 @@ from torch import Tensor, nn
 from typer.testing import CliRunner
 
 from robustlab.analysis.plots import plot_robust_accuracy_vs_eps, plot_training_curves
+from robustlab.app.reproduce import comparison_rows, result_matches
 from robustlab.cli import app
+from robustlab.core.config import parse_config
+from robustlab.core.errors import ConfigError, InputError, UnknownNameError
 from robustlab.data.registry import DatasetInfo, ImageData
-from robustlab.errors import ConfigError, InputError, UnknownNameError
 from robustlab.evaluation import sweep as sweep_module
-from robustlab.evaluation.protocol import EvalConfig, run_protocol
+from robustlab.evaluation.config import EvalConfig
+from robustlab.evaluation.protocol import run_protocol
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import robust_flags
-from robustlab.reproduce import comparison_rows, result_matches
-from robustlab.training.config import parse_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SWEEP = [0.07, 0.13, 0.21, 0.29]  # x 510 is never an integer: no margin |k/255 - 0.5| equals an eps (no ties)
@@ -256,12 +257,9 @@ def test_reproduce_unknown_preset_is_an_unknown_name_error(tmp_path: Path) -> No
 def test_budget_reports_the_precision_the_epochs_ran_in_and_resolved_objective_params(tmp_path: Path) -> None:
     """bf16 requested on a device without native bf16 trains in fp32 (the trainer logs it per epoch); the report
     must say fp32, not echo the request. Objective parameters come from the run's state, defaults included."""
-    import sys
 
-    from robustlab.reproduce import budget_info, precision_line
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _training_helpers import tiny_config
+    from robustlab.app.reproduce import budget_info, precision_line
+    from tests._training_helpers import tiny_config
 
     cfg = tiny_config(bf16=True)
     (tmp_path / "checkpoints").mkdir()
@@ -279,12 +277,9 @@ def test_budget_reports_the_precision_the_epochs_ran_in_and_resolved_objective_p
 
 
 def test_published_caveat_names_what_overrides_changed() -> None:
-    import sys
 
-    from robustlab.reproduce import published_caveat
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _training_helpers import tiny_config
+    from robustlab.app.reproduce import published_caveat
+    from tests._training_helpers import tiny_config
 
     base = tiny_config()
     assert published_caveat(base, tiny_config(epochs=5, seed=1)) is None  # budget and seed: still the same method

@@ -3,9 +3,6 @@ points, B&B minimal norms against the closed form on linear models and its exact
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -17,11 +14,9 @@ from robustlab.attacks.base import Attack
 from robustlab.attacks.bb import BrendelBethge
 from robustlab.attacks.pgd import PGD
 from robustlab.attacks.spsa import SPSA
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel, lp_norm
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_fab_square import (  # noqa: E402
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel, lp_norm
+from tests.test_fab_square import (
     NUM_CLASSES,
     SHAPE,
     NoGradModel,

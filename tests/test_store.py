@@ -11,14 +11,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from _store_fixtures import make_result, make_run
 from typer.testing import CliRunner
 
 from robustlab.cli import app
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.store import ResultsStore, StoreError, protocol_label, protocol_matches
 from robustlab.store.leaderboard import leaderboard_rows, render_tables, to_csv, to_json
 from robustlab.store.schema import SCHEMA_VERSION
+from tests._store_fixtures import make_result, make_run
 
 # The first schema, written out here (not imported) so the migration test does not depend on the code it tests.
 V1 = """

@@ -14,13 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
+from robustlab.runs.loading import load_trained_model
 from robustlab.training.config import ScheduleConfig
 from robustlab.training.schedules import lr_factor
-from robustlab.training.trainer import Trainer, load_trained_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from robustlab.training.trainer import Trainer
+from tests._training_helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("mnist_available")
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +129,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 def test_resume_refuses_a_changed_objective_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config_hash covers explicit settings only (kept stable); a default that changed under a run is caught by the
     resolved parameters stored in its state, both by the trainer and by reproduce's "already trained" check."""
-    from robustlab.reproduce import training_complete
+    from robustlab.app.reproduce import training_complete
     from robustlab.training.objectives.pgd_at import PGDAT, PGDATParams
 
     cfg = tiny_config(epochs=1)

@@ -3,7 +3,6 @@ and lambda updates, Table 5 statistics, exact resume, data-parallel lambda, conf
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.attacks.base import input_gradient
-from robustlab.attacks.spec import build_attack
-from robustlab.errors import ConfigError
+from robustlab.attacks.config import AttackConfig, build_attack
+from robustlab.core.errors import ConfigError
 from robustlab.models import create_model
-from robustlab.training.config import AttackConfig, ObjectiveConfig
 from robustlab.training.objectives import create_objective
+from robustlab.training.objectives.base import ObjectiveConfig
 from robustlab.training.objectives.losses import kl_attack_loss
 from robustlab.training.objectives.udr import SoftBallAttack, UDRParams
 from robustlab.training.trainer import Trainer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _training_helpers import tiny_config  # noqa: E402
+from tests._training_helpers import tiny_config
 
 CODE_MODE = {"pull_cost": "pixel-hinge", "lam_init": 1.0, "clip_every_step": True, "lam_distance": "mean-abs",
              "lam_period": 10, "lam_clamp": False, "lam_lr": 0.02}
@@ -268,7 +265,8 @@ def test_bad_udr_params_raise_config_error(bad: dict, match: str) -> None:
 
 
 @pytest.mark.parametrize("attack,match", [
-    ({"norm": "l2"}, "valid: linf"), ({"restarts": 2}, "restarts"), ({"name": "fgsm"}, "valid: pgd, bim"),
+    ({"norm": "l2"}, "valid: linf"), ({"restarts": 2}, "restarts"),
+    ({"name": "fgsm", "steps": None}, "valid: pgd, bim"),
 ])
 def test_attack_settings_udr_cannot_honour_are_refused(attack: dict, match: str) -> None:
     c = AttackConfig(**{"name": "pgd", "eps": 0.1, "steps": 3, **attack})

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from robustlab.attacks import PGD
 from robustlab.attacks.wrappers import BPDA, TransferAttack, transfer_matrix
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 from robustlab.evaluation.sanity import (
     accuracy_not_decreasing_in_eps,
     black_box_beats_white_box,
@@ -20,7 +21,6 @@ from robustlab.evaluation.sanity import (
     run_sanity_checks,
     softmax_as_logits,
 )
-from robustlab.threat import ThreatModel
 
 
 class MeanLinear(nn.Module):

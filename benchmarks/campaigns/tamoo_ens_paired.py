@@ -30,11 +30,11 @@ from tamoo_sample_size import mcnemar_p, newcombe  # noqa: E402
 from tamoo_table import build_attack  # noqa: E402
 
 from robustlab.attacks.moo import METHODS  # noqa: E402
+from robustlab.core.threat import ThreatModel  # noqa: E402
 from robustlab.data import load_dataset  # noqa: E402
 from robustlab.models.ensemble import Ensemble  # noqa: E402
 from robustlab.presets import load_preset  # noqa: E402
-from robustlab.threat import ThreatModel  # noqa: E402
-from robustlab.training.trainer import load_trained_model  # noqa: E402
+from robustlab.runs.loading import load_trained_model  # noqa: E402
 
 
 def flags_of(method: str, model: torch.nn.Module, threat: ThreatModel, args: argparse.Namespace

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.io.atomic import atomic_write_json
 from robustlab.models.ensemble import is_ensemble, member_logits
-from robustlab.utils.io import atomic_write_json
 
 Source = Literal["ensemble", "members"]
 
@@ -106,7 +106,7 @@ def detection_experiment(
     ``{"name": registry attack, **its options}``, e.g. ``{"pgd": {"name": "pgd", "steps": 20, "step_size": 1/255}}``."""
     from robustlab.attacks import create_attack
     from robustlab.attacks.base import attack_mode, predict
-    from robustlab.threat import ThreatModel
+    from robustlab.core.threat import ThreatModel
 
     if not attacks or not eps_values:
         raise InputError("detection needs at least one attack and one eps")
@@ -155,9 +155,9 @@ def save_detection(result: DetectionResult, path: str | Path) -> Path:
 
 def plot_roc(result: DetectionResult, path: str | Path, *, title: str | None = None) -> Path:
     """ROC curves of every (attack, eps) with their AUC in the legend, as a PNG (Agg backend)."""
-    from robustlab.analysis.plots import _figure, _save
+    from robustlab.analysis.plots import new_figure, save_figure
 
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     curves = [row for row in result.rows if row.get("roc")]
     for row in curves:
@@ -171,4 +171,4 @@ def plot_roc(result: DetectionResult, path: str | Path, *, title: str | None = N
         ax.legend(fontsize=7, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no ROC: no attack fooled the model", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
-def _figure(width: float = 5.5, height: float = 4.0) -> Any:
+def new_figure(width: float = 5.5, height: float = 4.0) -> Any:
+    """A matplotlib figure on the Agg canvas (no display, no global pyplot state), ``width`` x ``height`` inches."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -19,7 +20,8 @@ def _figure(width: float = 5.5, height: float = 4.0) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (creating its folder) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")
@@ -50,7 +52,7 @@ def plot_robust_accuracy_vs_eps(
     pts = _eps_points(accuracy, "the eps sweep")
     if not pts:
         raise InputError("the eps sweep is empty; nothing to plot")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     ax.plot([e for e, _ in pts], [100 * a for _, a in pts], marker="o", label="measured")
     if published:
@@ -65,7 +67,7 @@ def plot_robust_accuracy_vs_eps(
     ax.legend(loc="best")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
@@ -80,7 +82,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
         return [e for e, _ in kept], [v for _, v in kept]
 
     panels = ["loss", "accuracy"] + (["udr"] if series("train_udr_lambda")[0] else [])
-    fig = _figure(4.2 * len(panels), 3.6)
+    fig = new_figure(4.2 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     epochs, loss = series("train_loss")
     axes[0].plot(epochs, loss, marker="o", label="train loss")
@@ -105,4 +107,4 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
             ax.legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.io.atomic import atomic_write_json
 from robustlab.models.ensemble import member_models
-from robustlab.utils.io import atomic_write_json
 
 AttackFactory = Callable[[nn.Module], Callable[[Tensor, Tensor], Tensor]]
 

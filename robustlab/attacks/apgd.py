@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from robustlab.attacks.base import Attack, predict
 from robustlab.attacks.pgd import _check_count
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.utils.rng import sharded_rand
+from robustlab.core.errors import InputError
+from robustlab.core.rng import sharded_rand
+from robustlab.core.threat import ThreatModel
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM goes to the previous displacement
 INITIAL_STEP = 2.0  # eta_0 = 2 * eps

@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack, attack_mode, predict
-from robustlab.errors import CheckpointError, InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import CheckpointError, InputError
+from robustlab.core.rng import derive_seed
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_images, check_labels
 from robustlab.utils.progress import Progress
-from robustlab.utils.rng import derive_seed
-from robustlab.validation import check_images, check_labels
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 STATE_KEY = "autoattack_state"
@@ -141,7 +141,7 @@ def tensor_sha256(*tensors: Tensor) -> str:
 
 def model_weights_fingerprint(model: nn.Module) -> dict[str, Any]:
     """Architecture fingerprint plus a sha256 of every state_dict value, so other weights are told apart."""
-    from robustlab.models.fingerprint import model_fingerprint, unwrap_model
+    from robustlab.io.fingerprint import model_fingerprint, unwrap_model
 
     model = unwrap_model(model)
     state = model.state_dict()
@@ -331,7 +331,7 @@ class _RunState:
         assert aa.state_file is not None
         if not aa.state_file.exists():
             return cls.fresh(aa, x, y, fp)
-        from robustlab.checkpoint import load_tensors
+        from robustlab.io.checkpoint import load_tensors
 
         try:
             tensors, meta = load_tensors(aa.state_file)
@@ -378,7 +378,7 @@ class _RunState:
         """Atomically write the state (safetensors with JSON metadata); no-op without a state file."""
         if self.path is None:
             return
-        from robustlab.checkpoint import save_tensors
+        from robustlab.io.checkpoint import save_tensors
 
         broken = (self.clean & ~self.robust).nonzero().squeeze(1)
         tensors = {"clean": self.clean, "robust": self.robust, "broken_idx": broken, "x_broken": self.x_adv[broken]}

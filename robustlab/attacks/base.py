@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.losses import LossFn, get_loss
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_images, check_labels, check_logits, check_module, check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_images, check_labels, check_logits, check_module, check_positive
 
 
 @contextlib.contextmanager
@@ -96,6 +96,8 @@ class Attack:
     """
 
     supports_targeted: bool = True
+    #: Constructor settings no signature shows (forwarded through ``**options`` to an options model).
+    extra_settings: frozenset[str] = frozenset()
 
     def __init__(
         self,

@@ -32,9 +32,9 @@ from robustlab.attacks.fab import project_hyperplane_box
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.pgd import PGD, _check_count, attack_success
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel, lp_norm
-from robustlab.validation import check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel, lp_norm
+from robustlab.core.validation import check_positive
 
 
 def _expand(v: Tensor, like: Tensor) -> Tensor:

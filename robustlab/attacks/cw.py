@@ -24,9 +24,9 @@ from robustlab.attacks.base import Attack, attack_mode, input_gradient, predict
 from robustlab.attacks.losses import LossFn, cw_margin
 from robustlab.attacks.pgd import _check_count
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_positive
 
 ATANH_SHRINK = 1 - 1e-6  # keeps atanh finite for pixels at exactly 0 or 1
 C_UPPER_UNSET = 1e10  # "no successful c yet" in the binary search (Carlini & Wagner's sentinel)

@@ -19,9 +19,9 @@ from robustlab.attacks.cw import MinNormAttack, _rows
 from robustlab.attacks.multitarget import target_order
 from robustlab.attacks.pgd import _check_count
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_positive
 
 DEEPFOOL_STEP_PAD = 1e-4  # Moosavi-Dezfooli et al.'s reference code adds this to |f_k| to cross the boundary
 

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from robustlab.attacks.base import BoundarySearchAttack, input_gradient, predict
 from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel, lp_norm
-from robustlab.validation import check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel, lp_norm
+from robustlab.core.validation import check_positive
 
 _HUGE = 1e30  # breakpoint for zero-weight coordinates: they never constrain the projection
 _JACOBIAN_ROWS = 2048  # images per forward/backward when the untargeted Jacobian is batched over classes

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.registry import register_attack
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_positive
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_positive
 
 FGSM_RS_STEP = 1.25  # Wong et al. (2020): alpha = 1.25 eps with a uniform random start
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustlab.errors import UnknownNameError
+from robustlab.core.errors import UnknownNameError
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.pgd import PGD
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 
 
 @register_attack("mim")

@@ -17,8 +17,8 @@ from robustlab.attacks.base import Attack, predict
 from robustlab.attacks.losses import LossFn, cw_margin
 from robustlab.attacks.pgd import PGD
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 
 
 def target_order(logits: Tensor, y: Tensor, n_targets: int | None) -> Tensor:

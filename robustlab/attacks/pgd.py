@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_logits, check_positive
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_logits, check_positive
 
 MADRY_STEP = 2.5  # Madry et al. (2018): step size 2.5 * eps / steps
 

@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import LossFn
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.utils.rng import sharded_rand
+from robustlab.core.errors import InputError
+from robustlab.core.rng import sharded_rand
+from robustlab.core.threat import ThreatModel
 
 
 @register_attack("rfgsm")

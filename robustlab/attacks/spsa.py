@@ -23,8 +23,8 @@ from robustlab.attacks.base import Attack, predict
 from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.pgd import _check_count, attack_success
 from robustlab.attacks.registry import register_attack
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_positive
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_positive
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-9  # cleverhans's SPSAAdam
 

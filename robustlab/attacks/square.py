@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from robustlab.attacks.base import Attack, predict
 from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
 
 _P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # iterations (of 10000) at which p halves
 

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack, attack_mode, predict
-from robustlab.errors import InputError
-from robustlab.validation import check_images, check_labels
+from robustlab.core.errors import InputError
+from robustlab.core.validation import check_images, check_labels
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
 TensorFn = Callable[[Tensor], Tensor]

@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from robustlab.core.errors import InputError
 from robustlab.data.registry import ImageData
 from robustlab.data.transforms import augment as apply_augment
 from robustlab.data.transforms import check_augment_names
-from robustlab.errors import InputError
 
 
 def batch_indices(

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from robustlab.core.errors import DatasetNotFoundError, InputError, RobustlabError, UnknownNameError
+from robustlab.core.registry import Registry
+from robustlab.core.rng import derive_seed
 from robustlab.data import sources
 from robustlab.data.sources import RawData
-from robustlab.errors import DatasetNotFoundError, InputError, RobustlabError, UnknownNameError
-from robustlab.utils.rng import derive_seed
 
 SPLITS = ("train", "val", "test", "train+val")
 DEFAULT_VAL_SIZE = 5000
@@ -76,18 +77,19 @@ _DOWNLOADERS = {
 }
 
 
+DATASETS: Registry[DatasetInfo] = Registry("dataset", aliases=_ALIASES)
+for _info in _DATASETS.values():
+    DATASETS.register(_info.name, _info)
+
+
 def list_datasets() -> list[str]:
     """Names accepted by ``load_dataset``."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Metadata of dataset ``name`` (case, '_' vs '-' and a few aliases tolerated)."""
-    key = str(name).strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in _DATASETS:
-        raise UnknownNameError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
-    return _DATASETS[key]
+    return DATASETS.get(name)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pickle
 from collections.abc import Callable
 from typing import IO, Any
 
-from robustlab.errors import RobustlabError
+from robustlab.core.errors import RobustlabError
 
 
 class UnsafePickleError(RobustlabError, pickle.UnpicklingError):

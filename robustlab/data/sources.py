@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlab.core.errors import ChecksumError, DatasetNotFoundError, InputError
 from robustlab.data.safe_pickle import safe_load
-from robustlab.errors import ChecksumError, DatasetNotFoundError, InputError
-from robustlab.utils.io import atomic_write_bytes, sha256_file
+from robustlab.io.atomic import atomic_write_bytes, sha256_file
 
 CACHE_FORMAT = 1
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"

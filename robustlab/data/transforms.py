@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError, UnknownNameError
+from robustlab.core.errors import InputError, UnknownNameError
 
 
 def _check_batch(x: Tensor) -> None:

@@ -11,8 +11,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from robustlab.errors import ConfigError
-from robustlab.utils.dicts import deep_merge
+from robustlab.core.dicts import deep_merge
+from robustlab.core.errors import ConfigError
 
 #: PGD-50 with 3 restarts: the default protocol for a model whose run names no protocol.
 DEFAULT_PGD = {"name": "pgd", "steps": 50, "restarts": 3}

@@ -44,3 +44,13 @@ def entry_label(entry: Mapping[str, Any]) -> str:
     if " " in name:
         return " ".join(t for t in name.split() if t not in ("linf", "l2", "l1") and not t.startswith("eps="))
     return attack_head(entry) + attack_tail(entry)
+
+
+#: Published numbers (a preset's ``published``) are keyed by the registry name of the attack that measured them,
+#: except where the paper's column has another name.
+_PUBLISHED_KEY_EXCEPTIONS = {"mt-pgd": "multi-target"}
+
+
+def published_key(attack: str) -> str:
+    """The key of registered attack ``attack``'s published counterpart in a preset (``mt-pgd`` -> ``multi-target``)."""
+    return _PUBLISHED_KEY_EXCEPTIONS.get(attack, attack)

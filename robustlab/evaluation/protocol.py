@@ -3,116 +3,25 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from robustlab.attacks.spec import build_attack
-from robustlab.attacks.wrappers import TransferAttack
+from robustlab.core.rng import derive_seed
+from robustlab.core.threat import ThreatModel
 from robustlab.data import ImageData
-from robustlab.errors import ConfigError
-from robustlab.evaluation import labels
+from robustlab.evaluation.config import EvalConfig
+from robustlab.evaluation.named import first_attack_config, named_attacks, protocol_entries
 from robustlab.evaluation.result import EvaluationResult
-from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
+from robustlab.evaluation.robust import accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
-from robustlab.threat import ThreatModel
-from robustlab.training.config import AttackConfig, Strict
+from robustlab.evaluation.sweep import run_eps_sweep
 from robustlab.utils.device import model_device
-from robustlab.utils.rng import derive_seed
 
 logger = logging.getLogger(__name__)
-
-
-class AutoAttackConfig(Strict):
-    """AutoAttack (Croce & Hein 2020) run exactly as the reference does, on the first ``n`` evaluation points."""
-
-    version: Literal["standard", "plus", "rand", "custom"] = "standard"
-    norm: Literal["linf", "l2", "l1"] = "linf"
-    eps: float = Field(gt=0)
-    n: int | None = Field(default=None, ge=1)
-    attacks: list[str] | None = None
-    attack_kwargs: dict[str, dict[str, Any]] | None = None
-
-
-class EvalConfig(Strict):
-    """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on; optionally
-    AutoAttack on the first ``autoattack.n`` of the same points, and an eps sweep: the first attack re-run
-    alone at each ``eps_sweep`` radius on the first ``eps_sweep_n`` points (all points when None)."""
-
-    split: Literal["test", "val"] = "test"
-    n: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=500, ge=1)
-    seed: int = 0
-    attacks: list[AttackConfig] = Field(default_factory=list)
-    autoattack: AutoAttackConfig | None = None
-    large_eps: float | None = Field(default=None, gt=0)
-    grad_check_n: int = Field(default=200, ge=0)
-    eps_sweep: list[float] = Field(default_factory=list)
-    eps_sweep_n: int | None = Field(default=None, ge=1)
-
-    @field_validator("eps_sweep")
-    @classmethod
-    def _positive_distinct(cls, values: list[float]) -> list[float]:
-        bad = [v for v in values if not (math.isfinite(v) and v > 0)]
-        if bad:
-            raise ValueError(f"every eps_sweep radius must be a finite number > 0, got {bad}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"eps_sweep radii must be distinct, got {values}")
-        return values
-
-    @model_validator(mode="after")
-    def _something_to_run(self) -> EvalConfig:
-        if not self.attacks and self.autoattack is None:
-            raise ValueError("an evaluation needs 'attacks' or 'autoattack'")
-        return self
-
-
-def attack_label(cfg: AttackConfig) -> str:
-    """Human-readable label naming every setting that is set: ``pgd-50x3 step_size=0.01 linf eps=0.3``."""
-    return labels.attack_label(cfg.model_dump(exclude_none=True))
-
-
-def surrogate_view(model: nn.Module, name: str) -> nn.Module:
-    """The model seen through surrogate ``name`` (weights shared). CARSO models offer their aggregations."""
-    from robustlab.purification.carso.evaluation import AggregationView
-    from robustlab.purification.carso.model import carso_of
-
-    try:
-        carso_of(model)
-    except ConfigError:
-        raise ConfigError(f"attack surrogate {name!r}: this model has no surrogate views (CARSO models have one per "
-                          "aggregation: peel, logit, prob, count)") from None
-    return AggregationView(model, name)
-
-
-def first_attack_config(cfg: EvalConfig) -> AttackConfig:
-    """The protocol's first attack; PGD-50 at AutoAttack's threat model for an AutoAttack-only protocol.
-
-    The large-eps sanity check and the eps sweep re-run this attack at other radii."""
-    if cfg.attacks:
-        return cfg.attacks[0]
-    assert cfg.autoattack is not None
-    return AttackConfig(name="pgd", norm=cfg.autoattack.norm, eps=cfg.autoattack.eps, steps=50)
-
-
-def named_attacks(model: nn.Module, cfgs: list[AttackConfig]) -> list[NamedAttack]:
-    """Build each configured attack with evaluation settings (early stop on fooled points where supported)."""
-    out = []
-    for cfg in cfgs:
-        extra: dict[str, Any] = {"early_stop": True} if cfg.name in ("pgd", "bim") else {}
-        if cfg.surrogate:  # crafted on the view, judged (by robust_flags) on the model itself
-            attack = TransferAttack(build_attack(cfg.model_copy(update={"surrogate": None}),
-                                                 surrogate_view(model, cfg.surrogate), **extra))
-        else:
-            attack = build_attack(cfg, model, **extra)
-        settings = cfg.model_dump(exclude_none=True, exclude={"norm", "eps"})
-        out.append(NamedAttack(attack_label(cfg), attack, ThreatModel(cfg.norm, cfg.eps), settings))
-    return out
 
 
 def run_protocol(
@@ -171,8 +80,6 @@ def run_protocol(
         sanity.update(large_eps_collapse(large_eps_accuracy))
     sweep = None
     if cfg.eps_sweep:
-        from robustlab.evaluation.sweep import run_eps_sweep
-
         sweep = run_eps_sweep(model, x, y, cfg, show_progress=show_progress)
         timings.update({f"eps-sweep eps={key}": t for key, t in sweep.timings.items()})
     robust = {name: accuracy_of(mask) for name, mask in flags.items()}
@@ -183,10 +90,7 @@ def run_protocol(
     worst = accuracy_of(worst_mask[:worst_n])
     per_sample = {"clean": clean.tolist(), **{k: v.tolist() for k, v in flags.items()}}
     first = cfg.attacks[0] if cfg.attacks else cfg.autoattack  # type: ignore[assignment]
-    protocol = [a.describe() for a in attacks]
-    if cfg.autoattack is not None:
-        aa_desc = cfg.autoattack.model_dump(exclude_none=True)
-        protocol.append({"name": f"autoattack-{cfg.autoattack.version}", **aa_desc})
+    protocol = protocol_entries(cfg)
     return EvaluationResult(
         dataset=data.info.name, split=data.split, n=n, indices=indices.tolist(),
         threat=ThreatModel(first.norm, first.eps).to_dict(), protocol=protocol,

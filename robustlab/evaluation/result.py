@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab.utils.io import atomic_write_json
+from robustlab.io.atomic import atomic_write_json
 
 
 def versions() -> dict[str, str]:

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, predict
-from robustlab.threat import ThreatModel
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_images, check_labels
 from robustlab.utils.progress import Progress
-from robustlab.validation import check_images, check_labels
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, predict
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.core.validation import check_images, check_labels
 from robustlab.evaluation.robust import grad_health
-from robustlab.validation import check_images, check_labels
 
 #: Robust accuracy above this at a near-total eps means the attack is not working (masking or a broken model).
 LARGE_EPS_MAX_ACCURACY = 0.10

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.evaluation.protocol import EvalConfig, first_attack_config, named_attacks
+from robustlab.core.rng import derive_seed
+from robustlab.evaluation.config import EvalConfig
+from robustlab.evaluation.named import first_attack_config, named_attacks
 from robustlab.evaluation.robust import accuracy_of, robust_flags
-from robustlab.utils.rng import derive_seed
 
 
 def eps_key(eps: float) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
 class SelectOutput(nn.Module):

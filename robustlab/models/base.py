@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
 class ClassifierNet(nn.Module):
@@ -49,14 +46,3 @@ def check_dropout(p: float) -> float:
     if not (0.0 <= float(p) < 1.0):
         raise InputError(f"dropout must lie in [0, 1), got {p}")
     return float(p)
-
-
-def unknown_name_message(what: str, names: Iterable[str], valid: Iterable[str], *, limit: int = 40) -> str:
-    """Build an error message for unknown registry/layer names that lists the valid ones (and close matches)."""
-    names, valid = list(names), list(valid)
-    shown = ", ".join(repr(v) for v in valid[:limit])
-    more = f", ... ({len(valid) - limit} more)" if len(valid) > limit else ""
-    hints = sorted({m for n in names for m in difflib.get_close_matches(n, valid, n=3)})
-    hint = f" Did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
-    unknown = ", ".join(repr(n) for n in names)
-    return f"unknown {what} {unknown}.{hint} Valid {what}s: {shown}{more}"

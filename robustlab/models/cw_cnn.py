@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.models.base import ClassifierNet, check_dropout, image_hw
 from robustlab.models.registry import register_model
 

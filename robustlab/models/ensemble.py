@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError, InputError
-from robustlab.models.registry import _check_kwargs, _key, get_builder, register_model
+from robustlab.core.errors import ConfigError, InputError
+from robustlab.core.registry import normalize_name
+from robustlab.models.registry import check_builder_kwargs, get_builder, register_model
 
 
 class Ensemble(nn.Module):
@@ -96,7 +96,7 @@ class MemberView(nn.Module):
 
 def _strip(model: nn.Module) -> tuple[nn.Module, Callable[[Tensor], Tensor] | None]:
     """Remove data-parallel / compile wrappers and a ``Normalized`` wrapper; return (inner, normalize or None)."""
-    from robustlab.models.fingerprint import unwrap_model
+    from robustlab.io.fingerprint import unwrap_model
     from robustlab.models.normalized import Normalized
 
     model = unwrap_model(getattr(model, "module", model))
@@ -151,7 +151,7 @@ def _member_specs(members: Any, member: str | None, k: int | None, member_kwargs
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "kwargs"}:
             raise ConfigError(f"ensemble: member {i} must be {{name: MODEL, kwargs: {{...}}}}, got {spec!r}")
-        if _key(str(spec["name"])) == "ensemble":
+        if normalize_name(str(spec["name"])) == "ensemble":
             raise ConfigError(f"ensemble: member {i} is itself an ensemble; nest the members in one flat list instead")
         specs.append({"name": str(spec["name"]), "kwargs": dict(spec.get("kwargs") or {})})
     return specs
@@ -176,42 +176,6 @@ def ensemble(
     nets = []
     for spec in specs:
         builder = get_builder(spec["name"])
-        _check_kwargs(spec["name"], builder, spec["kwargs"])
+        check_builder_kwargs(spec["name"], builder, spec["kwargs"])
         nets.append(builder(in_channels, num_classes, image_size, **spec["kwargs"]))
     return Ensemble(nets)
-
-
-def ensemble_from_runs(
-    runs: Sequence[str | Path], which: str = "best", device: str | torch.device = "cpu"
-) -> nn.Module:
-    """Load trained run folders (or checkpoints) as the members of one ensemble, wrapped like ``create_model`` does.
-
-    Every run must be on the same dataset (same input shape, classes and normalisation); the result carries a
-    ``model_spec`` of the ``ensemble`` registry model, so it can be saved and reloaded as one checkpoint.
-    """
-    from robustlab.models.normalized import Normalized
-    from robustlab.training.trainer import load_trained_model
-
-    runs = list(runs)
-    if len(runs) < 2:
-        raise ConfigError(f"an ensemble needs at least 2 member runs, got {len(runs)}")
-    loaded = [load_trained_model(r, which=which, device=device) for r in runs]
-    datasets = [meta["dataset"] for _, meta in loaded]
-    if len(set(datasets)) > 1:
-        raise ConfigError(f"ensemble member runs were trained on different datasets {datasets}; "
-                          "members must share input shape, classes and normalisation")
-    nets, specs = [], []
-    for (model, meta), run in zip(loaded, runs):
-        if not isinstance(model, Normalized):
-            raise ConfigError(f"{run}: expected a registry model wrapped in Normalized, got {type(model).__name__}")
-        if meta["model"] == "ensemble":
-            raise ConfigError(f"{run} is already an ensemble; list its member runs instead")
-        nets.append(model.net)
-        specs.append({"name": meta["model"], "kwargs": model.model_spec.get("kwargs", {})})
-    first = loaded[0][0]
-    if any(not torch.equal(m.mean, first.mean) or not torch.equal(m.std, first.std) for m, _ in loaded):
-        raise ConfigError("ensemble member runs use different input normalisation; they must share one dataset")
-    wrapped = Normalized(Ensemble(nets), first.mean, first.std, in_channels=first.in_channels).to(first.mean.device)
-    wrapped.model_spec = {"model": "ensemble", "dataset": datasets[0], "kwargs": {"members": specs}}
-    wrapped.eval()
-    return wrapped

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.models.base import ClassifierNet, image_hw
 from robustlab.models.registry import register_model
 

@@ -6,7 +6,6 @@ mean/std, so callers always feed images in [0, 1]. Names are case-insensitive an
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-from robustlab.errors import ConfigError, InputError, UnknownNameError
-from robustlab.models.base import unknown_name_message
+from robustlab.core.errors import ConfigError, InputError, UnknownNameError
+from robustlab.core.registry import Registry, normalize_name, unknown_name_message
 from robustlab.models.normalized import Normalized
 
 Builder = Callable[..., nn.Module]
@@ -50,44 +49,27 @@ _FALLBACK: dict[str, _FallbackInfo] = {
 }
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+MODELS: Registry[Builder] = Registry("model", check=callable, expects="a builder function")
 
 
 def register_model(name: str, *, overwrite: bool = False) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(in_channels, num_classes, image_size, **kwargs) -> nn.Module`` under ``name``.
 
     The builder returns the bare net (no normalisation); ``image_size`` is an int for square images, else (H, W).
-    Keyword options must be explicit keyword parameters so that unknown options are reported clearly.
+    Keyword options must be explicit keyword parameters so that unknown options are reported clearly. Models defined
+    above this layer (CARSO, in ``purification``) are declared in :data:`robustlab.core.registry.PLUGINS`.
     """
-    key = _key(name)
-
-    def deco(builder: Builder) -> Builder:
-        if key in _REGISTRY and not overwrite and _REGISTRY[key] is not builder:
-            raise ConfigError(f"model name {key!r} is already registered; pass overwrite=True to replace it")
-        _REGISTRY[key] = builder
-        return builder
-
-    return deco
-
-
-# Models defined outside robustlab.models (they build on it, so it cannot import them): registered on first use.
-_PLUGINS = {"carso": "robustlab.purification.carso"}
+    return MODELS.register(name, overwrite=overwrite)
 
 
 def list_models() -> list[str]:
-    """Sorted names of all registered models (aliases and not-yet-imported plugin models included)."""
-    return sorted(set(_REGISTRY) | set(_PLUGINS))
+    """Sorted names of all registered models (plugin models not yet imported included)."""
+    return MODELS.names()
 
 
 def get_builder(name: str) -> Builder:
     """The builder registered under ``name``; ``UnknownNameError`` lists the valid names."""
-    key = _key(name)
-    if key not in _REGISTRY and key in _PLUGINS:
-        importlib.import_module(_PLUGINS[key])  # registers it
-    if key not in _REGISTRY:
-        raise UnknownNameError(unknown_name_message("model", [name], list_models()))
-    return _REGISTRY[key]
+    return MODELS.get(name)
 
 
 def resolve_dataset(dataset: str | DatasetLike) -> DatasetLike:
@@ -96,7 +78,7 @@ def resolve_dataset(dataset: str | DatasetLike) -> DatasetLike:
         try:
             from robustlab.data import dataset_info  # optional dependency: models work without it
         except ImportError:
-            key = _key(dataset)
+            key = normalize_name(dataset)
             if key not in _FALLBACK:
                 raise UnknownNameError(unknown_name_message("dataset", [dataset], sorted(_FALLBACK))) from None
             return _FALLBACK[key]
@@ -127,14 +109,15 @@ def create_model(name: str, dataset: str | DatasetLike, **kwargs: Any) -> Normal
     num_classes = int(info.num_classes)
     if num_classes < 1:
         raise InputError(f"dataset num_classes must be >= 1, got {info.num_classes}")
-    _check_kwargs(name, builder, kwargs)
+    check_builder_kwargs(name, builder, kwargs)
     net = builder(c, num_classes, h if h == w else (h, w), **kwargs)
     model = Normalized(net, info.mean, info.std, in_channels=c)
-    model.model_spec = {"model": _key(name), "dataset": _dataset_name(info), "kwargs": dict(kwargs)}
+    model.model_spec = {"model": MODELS.key(name), "dataset": _dataset_name(info), "kwargs": dict(kwargs)}
     return model
 
 
-def _check_kwargs(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
+def check_builder_kwargs(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
+    """Refuse options a builder does not take and name the required ones that are missing."""
     params = list(inspect.signature(builder).parameters.values())
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
@@ -142,10 +125,10 @@ def _check_kwargs(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise InputError(
-            f"model {_key(name)!r} does not take option(s) {', '.join(unknown)}; "
+            f"model {MODELS.key(name)!r} does not take option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(allowed) if allowed else '(none)'}"
         )
     required = [p.name for p in params[3:] if p.kind is p.KEYWORD_ONLY and p.default is inspect.Parameter.empty]
     missing = [r for r in required if r not in kwargs]
     if missing:
-        raise ConfigError(f"model {_key(name)!r} needs option(s) {', '.join(missing)} (set them in model.kwargs)")
+        raise ConfigError(f"model {MODELS.key(name)!r} needs option(s) {', '.join(missing)} (set them in model.kwargs)")

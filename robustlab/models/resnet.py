@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.models.base import ClassifierNet
 from robustlab.models.registry import register_model
 

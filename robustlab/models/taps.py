@@ -9,8 +9,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from robustlab.errors import RobustlabError, UnknownNameError
-from robustlab.models.base import unknown_name_message
+from robustlab.core.errors import RobustlabError, UnknownNameError
+from robustlab.core.registry import unknown_name_message
 from robustlab.models.normalized import Normalized
 
 

@@ -14,7 +14,7 @@ import math
 
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.models.base import ClassifierNet, check_dropout
 from robustlab.models.registry import register_model
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
-from robustlab.errors import ConfigError, UnknownNameError
-from robustlab.evaluation.protocol import EvalConfig
-from robustlab.training.config import TrainConfig, parse_config
-from robustlab.utils.dicts import deep_merge
+from robustlab.core.config import parse_config
+from robustlab.core.dicts import deep_merge
+from robustlab.core.errors import ConfigError, UnknownNameError
+from robustlab.evaluation.config import EvalConfig
+from robustlab.training.config import TrainConfig
 
 SCALES = ("quick", "paper")
 _TOP_KEYS = {"name", "description", "reference", "train", "eval", "scales", "published", "notes", "variants"}

@@ -10,19 +10,22 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, predict
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 _M = nn.Module
 
 
-def freeze_classifier(classifier: _M) -> _M:
-    """Put ``classifier`` in eval mode with every parameter's gradient off; warn when it was not already so."""
-    if classifier.training or any(p.requires_grad for p in classifier.parameters()):
-        warnings.warn("the classifier given to a purification defence was in train mode or had gradients enabled "
-                      "for its weights; it is now frozen (eval mode, requires_grad=False)", stacklevel=3)
+def freeze_classifier(classifier: _M, name: str = "classifier") -> _M:
+    """Put ``classifier`` (every submodule) in eval mode with every parameter's gradient off, and warn, naming what
+    was wrong, when it was not already so: a purification defence trains only its purifier."""
+    training = any(m.training for m in classifier.modules())
+    grads = any(p.requires_grad for p in classifier.parameters())
+    if training or grads:
+        why = " and ".join(w for w, bad in (("in train mode", training), ("with gradients enabled", grads)) if bad)
+        warnings.warn(f"the {name} given to a purification defence arrived {why}; it is now frozen "
+                      "(eval mode, requires_grad=False)", stacklevel=3)
     classifier.eval()
-    for p in classifier.parameters():
-        p.requires_grad_(False)
+    classifier.requires_grad_(False)
     return classifier
 
 

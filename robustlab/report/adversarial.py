@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks import PGD
 from robustlab.attacks.base import attack_mode, predict
-from robustlab.threat import ThreatModel
+from robustlab.core.threat import ThreatModel
 
 MAGNIFY = 10.0
 
@@ -38,10 +38,10 @@ def _hwc(img: Tensor) -> tuple[object, str | None]:
 def adversarial_grid_png(x: Tensor, x_adv: Tensor, y: Tensor, pred: Tensor, pred_adv: Tensor, *,
                          classes: list[str] | None = None, title: str = "") -> bytes:
     """PNG bytes of a 3-row grid (clean, adversarial, perturbation x10), one column per image."""
-    from robustlab.analysis.plots import _figure
+    from robustlab.analysis.plots import new_figure
 
     k = len(x)
-    fig = _figure(max(4.0, 1.3 * k), 4.6)
+    fig = new_figure(max(4.0, 1.3 * k), 4.6)
     axes = fig.subplots(3, k, squeeze=False)
     pert = perturbation_image(x, x_adv)
 

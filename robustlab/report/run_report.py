@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from robustlab.errors import InputError, RobustlabError
+from robustlab.core.errors import InputError, RobustlabError
+from robustlab.io.atomic import atomic_write_text, read_jsonl
 from robustlab.report import html as H
 from robustlab.store.db import ResultsStore
-from robustlab.utils.io import atomic_write_text, read_jsonl
 
 REPORT_NAME = "report.html"
 TRANSFER_N = 64  # test points for an ensemble's transferability matrix
@@ -206,9 +206,9 @@ class _Attacked:
 
 def _load_attacked(st: RunState, evals: list[dict[str, Any]], n: int, device: str) -> _Attacked | str:
     """The model and ``n`` test points for the report's own attacks, or a notice saying why there are none."""
+    from robustlab.core.threat import ThreatModel
     from robustlab.data import load_dataset
-    from robustlab.threat import ThreatModel
-    from robustlab.training.trainer import load_trained_model
+    from robustlab.runs.loading import load_trained_model
     from robustlab.utils.device import model_device
 
     if st.checkpoint is None:

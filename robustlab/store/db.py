@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from robustlab.errors import RobustlabError
+from robustlab.core.errors import RobustlabError
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.store.record import RunInfo, row_for, run_info
 from robustlab.store.schema import MIGRATIONS, SCHEMA_VERSION

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.io.atomic import atomic_write_text
 from robustlab.store.db import ResultsStore
 from robustlab.store.record import protocol_matches
-from robustlab.utils.io import atomic_write_text
 
 EXPORT_COLUMNS = (
     "rank", "dataset", "threat_norm", "threat_eps", "run", "method", "preset", "scale", "protocol", "n",

@@ -13,10 +13,7 @@ from typing import Any
 
 import yaml
 
-from robustlab.evaluation.labels import entry_label
-
-# Published keys that count as the published counterpart of a protocol attack (registry name -> published key).
-_PUBLISHED_KEY = {"pgd": "pgd", "bim": "bim", "mim": "mim", "bb": "bb", "multi-target": "multi-target"}
+from robustlab.evaluation.labels import entry_label, published_key
 
 
 def result_sha(doc: dict[str, Any]) -> str:
@@ -91,7 +88,8 @@ def run_info(run_dir: str | Path | None) -> RunInfo:
         threat = {"norm": ev["autoattack"].get("norm", "linf"), "eps": ev["autoattack"].get("eps")}
     config_hash = None
     if cfg:
-        from robustlab.training.config import TrainConfig, parse_config
+        from robustlab.core.config import parse_config
+        from robustlab.training.config import TrainConfig
         from robustlab.training.trainer import config_hash as hash_of
 
         try:
@@ -129,7 +127,7 @@ def paper_numbers(doc: dict[str, Any], info: RunInfo) -> tuple[float | None, flo
         if name.startswith("autoattack"):
             keys.add("autoattack")
         else:
-            keys.add(_PUBLISHED_KEY.get(re.sub(r"-\d[\dx]*$", "", name), ""))
+            keys.add(published_key(re.sub(r"-\d[\dx]*$", "", name)))
     robust = [v for k in keys if k and (v := _number(pub.get(k))) is not None]
     return (min(robust) if robust else None), _number(pub.get("clean"))
 

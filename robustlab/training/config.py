@@ -4,40 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from robustlab.errors import ConfigError
-
-
-def plain_run_name(v: str) -> str:
-    """A run name becomes a folder under the runs directory: refuse empty names, separators and dot-names."""
-    if not v or any(c in v for c in "/\\") or v.startswith("."):
-        raise ValueError(f"run name {v!r} must be a plain folder name")
-    return v
-
-
-class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class AttackConfig(Strict):
-    """An attack as used by an objective (training) or for validation/evaluation."""
-
-    name: str = "pgd"
-    norm: Literal["linf", "l2", "l1"] = "linf"
-    eps: float = Field(gt=0)
-    # None = the attack's own default (see the attack's docstring)
-    steps: int | None = Field(default=None, ge=1)
-    step_size: float | None = Field(default=None, gt=0)
-    restarts: int | None = Field(default=None, ge=1)
-    random_start: bool | None = None
-    loss: str | None = None
-    eot_samples: int | None = Field(default=None, ge=1)  # gradients averaged over this many passes (stochastic models)
-    # evaluation only: craft on this view of the model (CARSO: an aggregation, e.g. "logit", smooth where "peel"
-    # saturates), then judge the examples on the model itself; rules out gradient masking by the model's output
-    surrogate: str | None = None
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.config import Strict, plain_run_name
+from robustlab.training.objectives.base import ObjectiveConfig
 
 
 class DataConfig(Strict):
@@ -89,15 +60,6 @@ class ScheduleConfig(Strict):
     flat_epochs: float = Field(default=0.0, ge=0)
 
 
-class ObjectiveConfig(Strict):
-    """The training method: a registered objective name, its attack, and method-specific parameters."""
-
-    name: str = "standard"
-    attack: AttackConfig | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    eps_warmup_epochs: float = Field(default=0.0, ge=0)
-
-
 class ValidationConfig(Strict):
     """Per-epoch validation on the held-out split: clean and robust accuracy, used to pick the best checkpoint."""
 
@@ -133,24 +95,8 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _needs_attack(self) -> TrainConfig:
-        if self.objective.name != "standard" and self.objective.attack is None:
+        from robustlab.training.objectives import get_objective_class
+
+        if get_objective_class(self.objective.name).needs_attack and self.objective.attack is None:
             raise ValueError(f"objective {self.objective.name!r} needs an 'attack' section")
         return self
-
-
-def parse_config(data: dict[str, Any], cls: type[Strict] = TrainConfig, where: str = "") -> Any:
-    """Validate a plain dict into a config, turning pydantic's errors into one readable ConfigError.
-
-    ``where`` prefixes each error's key path (``train`` -> ``train.optimizer.lr``).
-    """
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            path = ".".join(str(p) for p in ((where,) if where else ()) + tuple(err["loc"]))
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (typo?)"
-            lines.append(f"  {path or '(top level)'}: {msg}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
 
 _SLOW = "lookahead_slow"
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
 
 LOG_DIR = "tensorboard"
 GRID_N = 8

@@ -27,28 +27,28 @@ import torch
 import yaml
 from torch import nn
 
-from robustlab.attacks.spec import build_attack
-from robustlab.checkpoint import (
-    commit_checkpoint,
-    load_weights,
-    read_metadata,
-    read_sidecar,
-    save_weights,
-)
+from robustlab.attacks.config import AttackConfig, build_attack
+from robustlab.core.errors import CheckpointError, ConfigError
+from robustlab.core.rng import data_shard, derive_seed
+from robustlab.core.threat import ThreatModel
 from robustlab.data import ImageData, augment, load_dataset
-from robustlab.errors import CheckpointError, ConfigError
 from robustlab.evaluation.robust import NamedAttack, robust_flags
+from robustlab.io.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from robustlab.io.checkpoint import commit_checkpoint, load_weights, read_sidecar, save_weights
+from robustlab.io.hashing import stable_config_hash
 from robustlab.models import create_model
-from robustlab.threat import ThreatModel
 from robustlab.training import distributed as D
-from robustlab.training.config import AttackConfig, TrainConfig
+from robustlab.training.checkpointing import (
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_training_state,
+    require_same_config,
+)
+from robustlab.training.config import TrainConfig
 from robustlab.training.objectives import Objective, create_objective
 from robustlab.training.schedules import lr_factor
 from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
-from robustlab.utils.hashing import stable_config_hash
-from robustlab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from robustlab.utils.progress import Progress
-from robustlab.utils.rng import data_shard, derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -114,31 +114,6 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, extra: nn.Module | None 
 
         opt = Lookahead(opt, k=o.lookahead.k, alpha=o.lookahead.alpha)
     return opt
-
-
-def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into safetensors-ready tensors and JSON-ready scalars."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Inverse of :func:`optimizer_to_tensors`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = value
-    for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 class Trainer:
@@ -236,17 +211,10 @@ class Trainer:
 
     def _try_resume(self) -> dict[str, Any] | None:
         last = self.ckpt_dir / "last.safetensors"
-        if not (self.resume and last.exists()):
+        state = read_training_state(last, "trainer_state", "robustlab training") if self.resume else None
+        if state is None:
             return None
-        meta = read_metadata(last)
-        if "trainer_state" not in meta:
-            raise CheckpointError(f"{last} holds no trainer state; it is not a robustlab training checkpoint")
-        state = json.loads(meta["trainer_state"])
-        if state.get("config_hash") != self.hash:
-            raise ConfigError(
-                f"run folder {self.run_dir} was trained with a different config (hash {state.get('config_hash')} "
-                f"vs {self.hash}); use a new run name or --fresh to start over"
-            )
+        require_same_config(state, self.hash, self.run_dir, "use a new run name or --fresh to start over")
         if "objective_params" not in state:
             warnings.warn(f"{last} predates stored objective parameters: a default changed since cannot be detected; "
                           "resuming with today's defaults", RuntimeWarning, stacklevel=2)
@@ -418,21 +386,3 @@ class Trainer:
         D.shutdown(self.dist)
         return TrainSummary(self.run_dir, cfg.epochs, state["best_epoch"], state["best"], last_metrics,
                             time.perf_counter() - t0)
-
-
-def load_trained_model(
-    run_or_ckpt: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a run folder (or a checkpoint file written by the trainer), load its weights, move it
-    to ``device`` (``auto`` = CUDA when available)."""
-    from robustlab.runs import resolve_checkpoint
-
-    path = resolve_checkpoint(run_or_ckpt, which)
-    meta = read_metadata(path)
-    if "model" not in meta or "dataset" not in meta:
-        raise CheckpointError(f"{path} has no model/dataset metadata; it was not written by the robustlab trainer")
-    kwargs = json.loads(meta.get("model_kwargs", "{}"))
-    model = create_model(meta["model"], meta["dataset"], **kwargs)
-    load_weights(path, model)
-    model.eval()
-    return model.to(resolve_device(device)), meta

@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import nn
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:

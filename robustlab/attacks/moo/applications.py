@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,9 @@ from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.moo.solver import MOOResult, MOOSettings, run_moo
 from robustlab.attacks.moo.transforms import TABLE9, TransformSet
 from robustlab.attacks.registry import register_attack
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.validation import check_logits
+from robustlab.core.errors import InputError
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_logits
 
 TASK_LOSSES: tuple[str, ...] = ("ce", "cw", "kl")
 EOT_ENTROPY_COEF = 20.0  # App. E.1's entropy regulariser in EoT; the released code's coefficient
@@ -90,6 +90,7 @@ class MOOAttack(Attack):
     """Base of the multi-objective attacks: holds the solver settings and keeps the last run's result."""
 
     supports_targeted = False
+    extra_settings = frozenset(f.name for f in fields(MOOSettings)) - {"step_size", "steps"}
 
     def __init__(self, model: nn.Module, threat: ThreatModel, *, method: str = "tamoo", steps: int = 100,
                  step_size: float | None = None, random_start: bool = True, **options: object) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from robustlab.attacks.moo.simplex import project_simplex
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 AllAchieved = Literal["sum-squares", "zero"]
 

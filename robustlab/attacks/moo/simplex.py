@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 MinNormMethod = Literal["exact", "frank-wolfe", "projected"]
 MIN_NORM_METHODS: tuple[str, ...] = ("exact", "frank-wolfe", "projected")

@@ -25,9 +25,9 @@ from torch import Tensor
 
 from robustlab.attacks.moo.regularizer import geometry_regularizer, unachieved_entropy
 from robustlab.attacks.moo.simplex import check_task_weights, min_norm_weights, project_simplex
-from robustlab.errors import InputError
-from robustlab.threat import ThreatModel
-from robustlab.utils.rng import sharded_rand
+from robustlab.core.errors import InputError
+from robustlab.core.rng import sharded_rand
+from robustlab.core.threat import ThreatModel
 
 Method = Literal["tamoo", "moo", "uniform", "minmax"]
 METHODS: tuple[str, ...] = ("tamoo", "moo", "uniform", "minmax")

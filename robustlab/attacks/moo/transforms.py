@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustlab.errors import InputError, UnknownNameError
+from robustlab.core.errors import InputError
+from robustlab.core.registry import Registry
 
 
 def hflip(x: Tensor) -> Tensor:
@@ -92,12 +93,14 @@ FAMILIES: dict[str, TransformFamily] = {
 TABLE9: tuple[str, ...] = tuple(FAMILIES)  # I, H, V, C, B, R, G
 
 
+TRANSFORMATIONS: Registry[TransformFamily] = Registry("transformation")
+for _family in FAMILIES.values():
+    TRANSFORMATIONS.register(_family.name, _family)
+
+
 def get_family(name: str) -> TransformFamily:
     """Look a family up by name; an unknown name lists the valid ones."""
-    key = str(name).strip().lower().replace("_", "-")
-    if key not in FAMILIES:
-        raise UnknownNameError(f"unknown transformation {name!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[key]
+    return TRANSFORMATIONS.get(name)
 
 
 class TransformSet:

@@ -2,16 +2,9 @@
 generative purifier (GAN inpainter or autoencoder) in front of a frozen classifier; the purifier is pre-trained with
 its generative loss, then fine-tuned with ``l_g + lambda * CE`` of the classifier on purified (adversarial) images."""
 
-from robustlab.purification.atop.config import (
-    ATOP_PRESETS,
-    AToPConfig,
-    AToPPreset,
-    ProtocolSettings,
-    load_atop_preset,
-)
-from robustlab.purification.atop.evaluate import evaluate_atop, protocol_attacks
+from robustlab.purification.atop.config import AToPConfig, ProtocolSettings
 from robustlab.purification.atop.losses import atop_loss, discriminator_loss, generative_loss
-from robustlab.purification.atop.pipeline import AToPDefense, freeze_classifier, purify
+from robustlab.purification.atop.pipeline import AToPDefense, purify
 from robustlab.purification.atop.purifiers import (
     PURIFIERS,
     AEPurifier,
@@ -19,12 +12,10 @@ from robustlab.purification.atop.purifiers import (
     PatchDiscriminator,
     build_purifier,
 )
-from robustlab.purification.atop.train import PurifierTrainer, load_purifier
 from robustlab.purification.atop.transforms import TRANSFORMS, RandomTransform
 
 __all__ = [
-    "ATOP_PRESETS", "PURIFIERS", "TRANSFORMS", "AEPurifier", "AToPConfig", "AToPDefense", "AToPPreset",
-    "InpaintGenerator", "PatchDiscriminator", "ProtocolSettings", "PurifierTrainer", "RandomTransform", "atop_loss",
-    "build_purifier", "discriminator_loss", "evaluate_atop", "freeze_classifier", "generative_loss",
-    "load_atop_preset", "load_purifier", "protocol_attacks", "purify",
+    "PURIFIERS", "TRANSFORMS", "AEPurifier", "AToPConfig", "AToPDefense", "InpaintGenerator", "PatchDiscriminator",
+    "ProtocolSettings", "RandomTransform", "atop_loss", "build_purifier", "discriminator_loss", "generative_loss",
+    "purify",
 ]

@@ -7,29 +7,16 @@ back-propagated as the identity (BPDA, protocol B); attack that copy and evaluat
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.wrappers import BPDA
-from robustlab.errors import InputError
-from robustlab.purification.atop.purifiers import _ShapeChecked
+from robustlab.core.errors import InputError
+from robustlab.purification.atop.purifiers import Purifier
 from robustlab.purification.atop.transforms import RandomTransform
-
-
-def freeze_classifier(model: nn.Module, name: str = "classifier") -> nn.Module:
-    """Eval mode and no parameter gradients; warns when the model arrived in train mode or with gradients on."""
-    training = any(m.training for m in model.modules())
-    grads = any(p.requires_grad for p in model.parameters())
-    if training or grads:
-        why = " and ".join(w for w, bad in (("in train mode", training), ("with gradients enabled", grads)) if bad)
-        warnings.warn(f"the {name} arrived {why}; AToP trains only the purifier, so it was frozen "
-                      "(eval mode, requires_grad=False)", stacklevel=2)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+from robustlab.purification.common import freeze_classifier
 
 
 @dataclass
@@ -41,7 +28,7 @@ class PurifierPass:
 
 
 def purify(
-    purifier: _ShapeChecked, transform: RandomTransform, x: Tensor, *, composite: bool = False
+    purifier: Purifier, transform: RandomTransform, x: Tensor, *, composite: bool = False
 ) -> tuple[Tensor, list[PurifierPass]]:
     """Apply the random transform and the purifier: ``(x_hat, passes)``.
 
@@ -73,7 +60,7 @@ class AToPDefense(nn.Module):
     def __init__(
         self,
         transform: RandomTransform,
-        purifier: _ShapeChecked,
+        purifier: Purifier,
         classifier: nn.Module,
         *,
         bpda: bool = False,
@@ -82,7 +69,7 @@ class AToPDefense(nn.Module):
         super().__init__()
         if not isinstance(transform, RandomTransform):
             raise InputError(f"transform must be a RandomTransform, got {type(transform).__name__}")
-        if not isinstance(purifier, _ShapeChecked):
+        if not isinstance(purifier, Purifier):
             raise InputError(f"purifier must be built by build_purifier, got {type(purifier).__name__}")
         transform.grid(*purifier.image_shape[1:])  # the mask grid must tile the purifier's images
         self.transform = transform
@@ -121,4 +108,4 @@ class AToPDefense(nn.Module):
         return AToPDefense(self.transform, self.purifier, self.classifier, bpda=True, composite=self.composite)
 
 
-__all__ = ["AToPDefense", "PurifierPass", "freeze_classifier", "purify"]
+__all__ = ["AToPDefense", "PurifierPass", "purify"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import InputError, UnknownNameError
+from robustlab.core.errors import InputError, UnknownNameError
 
 PURIFIERS = ("gan", "ae")
 
@@ -28,8 +28,8 @@ def _shape(image_shape: Sequence[int], multiple: int) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-class _ShapeChecked(nn.Module):
-    """Remembers the image shape it was built for and refuses others with a clear message."""
+class Purifier(nn.Module):
+    """Base of the AToP networks: remembers the image shape it was built for and refuses others clearly."""
 
     kind = ""
     image_shape: tuple[int, int, int]
@@ -88,7 +88,7 @@ def _stage(cin: int, width: int, cout: int) -> nn.Sequential:
     )
 
 
-class InpaintGenerator(_ShapeChecked):
+class InpaintGenerator(Purifier):
     """Two-stage inpainter: input ``[x_masked, ones, mask]`` as DeepFillv2; stage 2 refines stage 1 pasted into
     the holes. No contextual attention (the images are 28-32 px; the released 256-px model has it)."""
 
@@ -115,7 +115,7 @@ class InpaintGenerator(_ShapeChecked):
         return s1, s2
 
 
-class PatchDiscriminator(_ShapeChecked):
+class PatchDiscriminator(Purifier):
     """SN-PatchGAN: spectrally normalised stride-2 convolutions on ``[image, mask]``; one score per patch."""
 
     kind = "discriminator"
@@ -137,7 +137,7 @@ class PatchDiscriminator(_ShapeChecked):
         return self.net(torch.cat([image, mask], dim=1)).flatten(1)
 
 
-class AEPurifier(_ShapeChecked):
+class AEPurifier(Purifier):
     """Convolutional masked autoencoder: input ``[x_masked, mask]``, two stride-2 downsamplings (H, W divisible
     by 4), output the whole image. Stands in for the AE purifier of the paper (Wu et al. 2023), whose code is not
     released (spec §4.19)."""
@@ -167,7 +167,7 @@ class AEPurifier(_ShapeChecked):
         return (torch.sigmoid(self.decoder(self.encoder(torch.cat([x_masked, mask], dim=1)))),)
 
 
-def build_purifier(kind: str, image_shape: Sequence[int], *, width: int = 32) -> _ShapeChecked:
+def build_purifier(kind: str, image_shape: Sequence[int], *, width: int = 32) -> Purifier:
     """``"gan"`` (InpaintGenerator) or ``"ae"`` (AEPurifier) for images of ``image_shape`` (C, H, W)."""
     key = str(kind).strip().lower()
     if key == "gan":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError, UnknownNameError
+from robustlab.core.errors import InputError, UnknownNameError
 
 TRANSFORMS = ("rt1", "rt2", "rt3")
 

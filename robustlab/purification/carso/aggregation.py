@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError, UnknownNameError
+from robustlab.core.errors import InputError, UnknownNameError
 
 AGGREGATIONS = ("peel", "logit", "prob", "count", "count-floor")
 _F32_MAX = torch.finfo(torch.float32).max

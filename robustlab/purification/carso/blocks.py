@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
 def conv_block(cin: int, cout: int, k: int = 3, s: int = 1, p: int = 0) -> nn.Sequential:

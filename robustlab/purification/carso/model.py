@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError, InputError
+from robustlab.core.errors import ConfigError, InputError
 from robustlab.models.normalized import Normalized
 from robustlab.models.registry import register_model
 from robustlab.purification.carso.aggregation import aggregate, check_aggregation
@@ -171,7 +171,7 @@ def _load_classifier(spec: str | dict[str, Any], which: str) -> tuple[Normalized
             raise ConfigError(f"CARSO classifier spec must be {{name, dataset, kwargs}} or a run folder; got {spec!r}")
         model = create_model(str(spec["name"]), str(spec["dataset"]), **dict(spec.get("kwargs") or {}))
         return model, str(model.model_spec["dataset"]), ""
-    from robustlab.training.trainer import load_trained_model
+    from robustlab.runs.loading import load_trained_model
 
     path = Path(str(spec))
     if not path.exists():

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 from robustlab.models.taps import LayerTaps
 
 

@@ -1,11 +1,11 @@
-"""Training objectives; importing this package registers them all."""
+"""Training objectives, one module per method; importing this package registers them all."""
 
 # imported for their registration side effects
-from robustlab.purification import carso as _carso  # noqa: F401  (registers the carso model and objective)
-from robustlab.training.objectives import (  # noqa: F401
+from robustlab.training.objectives import (  # noqa: F401  (registration side effects)
     adp,
     adr,
     ascl,
+    carso,
     cce,
     ensemble_at,
     mart,
@@ -17,11 +17,15 @@ from robustlab.training.objectives import (  # noqa: F401
     wrm,
 )
 from robustlab.training.objectives.base import (
+    OBJECTIVES,
     Objective,
+    ObjectiveConfig,
     create_objective,
+    get_objective_class,
     list_objectives,
     register_objective,
     unwrap,
 )
 
-__all__ = ["Objective", "create_objective", "list_objectives", "register_objective", "unwrap"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveConfig", "create_objective", "get_objective_class",
+           "list_objectives", "register_objective", "unwrap"]

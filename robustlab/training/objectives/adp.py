@@ -58,6 +58,8 @@ def adp_regularizer(member_z: Tensor, y: Tensor, *, alpha: float, beta: float, d
 class ADP(AdversarialObjective):
     """Adversarial ADP: member cross-entropies minus ADP on the clean and on the ensemble-adversarial batch."""
 
+    model_kind = "ensemble"
+
     Params = ADPParams
 
     def _batch_loss(self, model: nn.Module, z_in: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:

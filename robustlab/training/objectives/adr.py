@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from robustlab.analysis.latent import latent_and_logits
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
+from robustlab.models.latent import latent_and_logits
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective, unwrap
 from robustlab.training.objectives.losses import entropy, kl_per_sample
@@ -166,6 +166,7 @@ class ADR(AdversarialObjective):
 
     Params = ADRParams
     attack_loss = "kl"  # used when base == "trades"; base "adv" ascends CE (see attack_loss_fn)
+    latent_plot = True
 
     def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
         if self.params.base == "adv":

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode
-from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives.awp import AWPParams, WeightPerturbation
-from robustlab.training.objectives.base import Metrics, Objective, unwrap
+from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, unwrap
 from robustlab.training.objectives.losses import kl_attack_loss
 from robustlab.training.objectives.udr import SoftBallAttack, UDRParams
 

@@ -40,11 +40,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode
-from robustlab.errors import ConfigError, UnknownNameError
+from robustlab.core.errors import ConfigError, UnknownNameError
 from robustlab.models.taps import LayerTaps
-from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
-from robustlab.training.objectives.base import Metrics, accuracy, register_objective, unwrap
+from robustlab.training.objectives.base import Metrics, ObjectiveConfig, accuracy, register_objective, unwrap
 from robustlab.training.objectives.losses import kl_per_sample
 
 STRATEGIES = ("global", "hard-ls", "soft-ls", "leaked-ls")
@@ -171,6 +170,7 @@ class ASCL(AdversarialObjective):
 
     Params = ASCLParams
     attack_loss = "ce"
+    latent_plot = True
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 EPS = 1e-20  # the reference code's guard against a zero proxy move
 

@@ -10,16 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack
-from robustlab.attacks.spec import build_attack
-from robustlab.errors import ConfigError, UnknownNameError
-from robustlab.training.config import ObjectiveConfig
+from robustlab.attacks.config import AttackConfig, build_attack
+from robustlab.core.config import Strict
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import Registry
 
 Metrics = dict[str, float]
-_OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+class ObjectiveConfig(Strict):
+    """The training method: a registered objective name, its attack, and method-specific parameters."""
+
+    name: str = "standard"
+    attack: AttackConfig | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    eps_warmup_epochs: float = Field(default=0.0, ge=0)
 
 
 class NoParams(BaseModel):
@@ -34,6 +43,10 @@ class Objective:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     needs_attack: ClassVar[bool] = True
+    #: Whether reproduce plots this method's latent space (representation objectives: ADR, ASCL).
+    latent_plot: ClassVar[bool] = False
+    #: The kind of model the method trains: "classifier" (any), "ensemble" (a registry ensemble) or "carso".
+    model_kind: ClassVar[str] = "classifier"
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         try:
@@ -93,29 +106,33 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+OBJECTIVES: Registry[type[Objective]] = Registry(
+    "objective", check=lambda c: isinstance(c, type) and issubclass(c, Objective), expects="an Objective subclass")
+
+
 def register_objective(name: str) -> Callable[[type[Objective]], type[Objective]]:
     """Class decorator adding an objective to the registry under ``name``."""
 
     def deco(cls: type[Objective]) -> type[Objective]:
         cls.name = name
-        _OBJECTIVES[name] = cls
-        return cls
+        return OBJECTIVES.register(name, cls)
 
     return deco
 
 
 def list_objectives() -> list[str]:
     """Names of the registered objectives."""
-    return sorted(_OBJECTIVES)
+    return OBJECTIVES.names()
+
+
+def get_objective_class(name: str) -> type[Objective]:
+    """The objective class registered under ``name``; unknown names list the valid ones."""
+    return OBJECTIVES.get(name)
 
 
 def create_objective(cfg: ObjectiveConfig) -> Objective:
     """Instantiate the objective named in ``cfg``."""
-    try:
-        cls = _OBJECTIVES[cfg.name]
-    except KeyError:
-        raise UnknownNameError(f"unknown objective {cfg.name!r}; valid: {', '.join(list_objectives())}") from None
-    return cls(cfg)
+    return get_objective_class(cfg.name)(cfg)
 
 
 def accuracy(logits: Tensor, y: Tensor) -> float:

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError
+from robustlab.core.errors import ConfigError
 from robustlab.models.ensemble import as_ensemble, log_mean_softmax, member_logits, member_models
-from robustlab.training.config import ObjectiveConfig
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
-from robustlab.training.objectives.base import Metrics, register_objective
+from robustlab.training.objectives.base import Metrics, ObjectiveConfig, register_objective
 from robustlab.training.objectives.losses import entropy
 
 VARIANTS: dict[str, tuple[float, float]] = {"rm": (1.0, 1.0), "dm": (0.0, 5.0), "base": (0.0, 0.0)}
@@ -96,6 +95,8 @@ def cce_member_losses(
 @register_objective("cce")
 class CCE(AdversarialObjective):
     """CCE: per-member PGD examples; dPO on each member's own, cPO/DO on the others' by the soft indicator."""
+
+    model_kind = "ensemble"
 
     Params = CCEParams
 

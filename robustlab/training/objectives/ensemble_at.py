@@ -35,6 +35,8 @@ def members_ce(member_z: Tensor, y: Tensor) -> Tensor:
 class AdvEn(PGDAT):
     """PGD-AT on the ensemble output; examples crafted against f^en (the attack sees the whole ensemble)."""
 
+    model_kind = "ensemble"
+
     Params = AdvEnParams
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlab.attacks.losses import LossFn
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
 def kl_per_sample(ref_logits: Tensor, logits: Tensor) -> Tensor:

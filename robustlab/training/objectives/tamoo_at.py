@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from robustlab.attacks.config import build_attack
 from robustlab.attacks.moo.applications import EnsembleMOO
-from robustlab.attacks.spec import build_attack
-from robustlab.errors import ConfigError
-from robustlab.training.config import ObjectiveConfig
-from robustlab.training.objectives.base import Metrics, Objective, accuracy, register_objective, unwrap
+from robustlab.core.errors import ConfigError
+from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, accuracy, register_objective, unwrap
 
 
 class TAMOOATParams(BaseModel):
@@ -43,6 +42,8 @@ class TAMOOATParams(BaseModel):
 @register_objective("tamoo-at")
 class TAMOOAT(Objective):
     """min_theta adv_weight * CE(ens(x_adv), y) + natural_weight * CE(ens(x), y), x_adv = ENS TA-MOO on members."""
+
+    model_kind = "ensemble"
 
     Params = TAMOOATParams
 

@@ -13,13 +13,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError
-from robustlab.threat import ThreatModel
-from robustlab.training.config import ObjectiveConfig
+from robustlab.core.errors import ConfigError
+from robustlab.core.rng import sharded_rand
+from robustlab.core.threat import ThreatModel
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
-from robustlab.training.objectives.base import Metrics, accuracy, register_objective
+from robustlab.training.objectives.base import Metrics, ObjectiveConfig, accuracy, register_objective
 from robustlab.training.objectives.losses import kl_per_sample
-from robustlab.utils.rng import sharded_rand
 
 Start = Literal["uniform", "normal"]
 NORMAL_START_STD = 0.001  # TRADES' and MART's official code: x_adv = x + 0.001 * randn

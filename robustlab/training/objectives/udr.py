@@ -68,12 +68,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, input_gradient
+from robustlab.attacks.config import AttackConfig
 from robustlab.attacks.losses import LossFn, get_loss
 from robustlab.attacks.pgd import MADRY_STEP, PGD
-from robustlab.errors import ConfigError
-from robustlab.threat import ThreatModel
-from robustlab.training.config import AttackConfig
-from robustlab.utils.rng import sharded_rand
+from robustlab.core.errors import ConfigError
+from robustlab.core.rng import sharded_rand
+from robustlab.core.threat import ThreatModel
 
 PullCost = Literal["linf", "l2", "pixel-hinge"]
 DEFAULT_STEPS: int = inspect.signature(PGD.__init__).parameters["steps"].default  # same default as the PGD attack

@@ -29,10 +29,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, input_gradient
-from robustlab.errors import ConfigError
-from robustlab.training.config import ObjectiveConfig
+from robustlab.core.errors import ConfigError
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
-from robustlab.training.objectives.base import Metrics, accuracy, register_objective, unwrap
+from robustlab.training.objectives.base import Metrics, ObjectiveConfig, accuracy, register_objective, unwrap
 
 
 def _per_sample_ce(logits: Tensor, y: Tensor) -> Tensor:

@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from robustlab.attacks.spec import build_attack
-from robustlab.errors import ConfigError
-from robustlab.training.config import AttackConfig, ObjectiveConfig
-from robustlab.training.objectives.base import Metrics, Objective, register_objective
+from robustlab.attacks.config import AttackConfig, build_attack
+from robustlab.core.errors import ConfigError
+from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, register_objective
 
 
 class CARSOParams(BaseModel):
@@ -101,6 +100,8 @@ def vae_loss(
 @register_objective("carso")
 class CARSOObjective(Objective):
     """Train CARSO's purifier (the classifier stays frozen); the model must be ``create_model("carso", ...)``."""
+
+    model_kind = "carso"
 
     Params: ClassVar[type[BaseModel]] = CARSOParams
 

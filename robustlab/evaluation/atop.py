@@ -23,14 +23,14 @@ from torch import Tensor
 
 from robustlab.attacks import create_attack
 from robustlab.attacks.wrappers import TransferAttack
+from robustlab.core.rng import derive_seed
+from robustlab.core.threat import ThreatModel
+from robustlab.core.validation import check_images, check_labels
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
 from robustlab.evaluation.sanity import gradient_health, output_randomness
 from robustlab.purification.atop.config import ProtocolSettings
 from robustlab.purification.atop.pipeline import AToPDefense
-from robustlab.threat import ThreatModel
-from robustlab.utils.rng import derive_seed
-from robustlab.validation import check_images, check_labels
 
 
 def _end_to_end(defense: AToPDefense, threat: ThreatModel, s: ProtocolSettings) -> list[NamedAttack]:

@@ -19,16 +19,18 @@ from typing import Any
 
 import torch
 
-from robustlab.evaluation.protocol import EvalConfig, attack_label, first_attack_config
+from robustlab.attacks import list_attacks
+from robustlab.attacks.config import AttackConfig
+from robustlab.evaluation.config import EvalConfig
+from robustlab.evaluation.labels import published_key
+from robustlab.evaluation.named import first_attack_config, protocol_entries
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.sweep import eps_key
-from robustlab.threat import ThreatModel
-from robustlab.training.config import AttackConfig, TrainConfig
-from robustlab.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+from robustlab.io.atomic import atomic_write_json, atomic_write_text, read_jsonl
+from robustlab.training.config import TrainConfig
+from robustlab.training.objectives import get_objective_class
 
 # Published keys compared with a protocol attack of this registry name (``pgd`` is the first attack otherwise).
-PUBLISHED_ATTACKS = {"bb": "bb", "bim": "bim", "mim": "mim", "multi-target": "mt-pgd"}
-LATENT_OBJECTIVES = ("adr", "ascl")
 REPORT_JSON, REPORT_MD = "reproduce.json", "reproduce.md"
 
 
@@ -54,13 +56,7 @@ def training_complete(run_dir: Path, cfg: TrainConfig) -> bool:
 
 def expected_protocol(cfg: EvalConfig) -> list[dict[str, Any]]:
     """The ``protocol`` list an evaluation under ``cfg`` writes into its result (after a JSON round trip)."""
-    out: list[dict[str, Any]] = []
-    for a in cfg.attacks:
-        settings = a.model_dump(exclude_none=True, exclude={"norm", "eps"})
-        out.append({"name": attack_label(a), "threat": ThreatModel(a.norm, a.eps).to_dict(), **settings})
-    if cfg.autoattack is not None:
-        out.append({"name": f"autoattack-{cfg.autoattack.version}", **cfg.autoattack.model_dump(exclude_none=True)})
-    return json.loads(json.dumps(out))
+    return json.loads(json.dumps(protocol_entries(cfg)))
 
 
 def result_matches(result: EvaluationResult, cfg: EvalConfig, split_size: int) -> bool:
@@ -154,9 +150,8 @@ def comparison_rows(result: EvaluationResult, cfg: EvalConfig, published: dict[s
         return None
 
     rows = [{"metric": "clean", "measured": m["clean"], "published": take("clean"), "note": f"{result.n} points"}]
-    by_registry = {v: k for k, v in PUBLISHED_ATTACKS.items()}
     for i, (label, acc) in enumerate(m["attacks"].items()):
-        key = by_registry.get(cfg.attacks[i].name)
+        key: str | None = published_key(cfg.attacks[i].name)
         if i == 0 and key not in pub:
             key = "pgd"
         if key in used:
@@ -186,8 +181,8 @@ def comparison_rows(result: EvaluationResult, cfg: EvalConfig, published: dict[s
         used.add("eps_sweep")
     for key, value in pub.items():
         if key not in used:
-            why = ("not run by this protocol" if key in ("pgd", "autoattack", *PUBLISHED_ATTACKS)
-                   else "no measured counterpart")
+            attack_keys = {"autoattack", *(published_key(name) for name in list_attacks())}
+            why = "not run by this protocol" if key in attack_keys else "no measured counterpart"
             rows.append({"metric": key, "measured": None, "published": _published_number(value), "note": why})
     return rows
 
@@ -259,15 +254,17 @@ def write_latent_plot(
     """``latent_pca.png``: PCA of the best checkpoint's clean latents on the first ``n`` test points, coloured by
     class, with the PGD latents (:func:`latent_attack_config`) projected on the same basis. The latent is the
     objective's ``latent_layer`` when it names one, else the model's ``encode`` output."""
-    from robustlab.analysis.latent import check_latent_layer, collect_latents, plot_latent_pca
-    from robustlab.attacks.spec import build_attack
+    from robustlab.analysis.latent import collect_latents, plot_latent_pca
+    from robustlab.attacks.config import build_attack
+    from robustlab.core.rng import derive_seed
     from robustlab.data import load_dataset
-    from robustlab.training.trainer import load_trained_model
+    from robustlab.models.latent import check_latent_layer
+    from robustlab.runs.loading import load_trained_model
     from robustlab.utils.device import model_device
-    from robustlab.utils.rng import derive_seed
 
     model, meta = load_trained_model(run_dir, "best", device)
-    layer = train_cfg.objective.params.get("latent_layer") if train_cfg.objective.name in LATENT_OBJECTIVES else None
+    latent = get_objective_class(train_cfg.objective.name).latent_plot
+    layer = train_cfg.objective.params.get("latent_layer") if latent else None
     check_latent_layer(model, layer)
     data = load_dataset(meta["dataset"], "test")
     k = min(n, len(data))
@@ -403,7 +400,7 @@ def reproduce_run(
         plots.append(str(sweep_png.relative_to(run_dir)))
     if write_training_curves(run_dir) is not None:
         plots.append("training_curves.png")
-    if latent_plot or preset.train.objective.name in LATENT_OBJECTIVES:
+    if latent_plot or get_objective_class(preset.train.objective.name).latent_plot:
         latent_png = run_dir / "latent_pca.png"
         best = run_dir / "checkpoints" / "best.safetensors"
         if reevaluate or trained_now or not latent_png.exists() or latent_png.stat().st_mtime < best.stat().st_mtime:

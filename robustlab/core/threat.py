@@ -11,8 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError
-from robustlab.utils.rng import sharded_rand
+from robustlab.core.errors import InputError
+from robustlab.core.rng import sharded_rand
 
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")

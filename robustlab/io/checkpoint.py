@@ -18,9 +18,9 @@ from typing import Any
 import safetensors.torch
 from torch import Tensor, nn
 
-from robustlab.errors import CheckpointError, InputError
-from robustlab.models.fingerprint import model_fingerprint, shapes_sha, unwrap_model
-from robustlab.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
+from robustlab.core.errors import CheckpointError, InputError
+from robustlab.io.atomic import atomic_write_bytes, atomic_write_json, sha256_file
+from robustlab.io.fingerprint import model_fingerprint, shapes_sha, unwrap_model
 
 WEIGHTS_FORMAT = "robustlab-weights-v1"
 TENSORS_FORMAT = "robustlab-tensors-v1"
@@ -196,7 +196,7 @@ def _inspect(
             _refuse_pickles(p, first)
             raise CheckpointError(
                 f"{p} is not a safetensors file (its first 8 bytes do not encode a plausible header length); "
-                "robustlab checkpoints are written by robustlab.checkpoint.save_weights"
+                "robustlab checkpoints are written by robustlab.io.checkpoint.save_weights"
             )
         if n > size - 8:
             raise CheckpointError(
@@ -215,12 +215,12 @@ def _refuse_pickles(p: Path, first: bytes) -> None:
         raise CheckpointError(
             f"{p} is a zip archive, most likely a torch.save() pickle checkpoint. robustlab never unpickles files "
             "(unpickling can run arbitrary code). In a trusted session, torch.load(..., weights_only=True) it, "
-            "load_state_dict into the matching robustlab model and write it with robustlab.checkpoint.save_weights"
+            "load_state_dict into the matching robustlab model and write it with robustlab.io.checkpoint.save_weights"
         )
     if len(first) >= 2 and first[0] == 0x80 and 2 <= first[1] <= 5:
         raise CheckpointError(
             f"{p} is a Python pickle (legacy torch.save format), not safetensors. robustlab never unpickles files; "
-            "convert it in a trusted session with robustlab.checkpoint.save_weights"
+            "convert it in a trusted session with robustlab.io.checkpoint.save_weights"
         )
 
 
@@ -280,7 +280,7 @@ def _require_format(p: Path, meta: dict[str, str], allowed: tuple[str, ...]) -> 
         raise CheckpointError(
             f"{p} is a safetensors file from outside robustlab (no 'format' marker in its metadata; metadata keys: "
             f"{keys}). To use foreign weights, load them with safetensors.torch.load_file, check them, "
-            "load_state_dict into the robustlab model and save it with robustlab.checkpoint.save_weights"
+            "load_state_dict into the robustlab model and save it with robustlab.io.checkpoint.save_weights"
         )
     if fmt not in allowed:
         raise CheckpointError(f"{p} has format {fmt!r}, but {' or '.join(repr(a) for a in allowed)} is needed here")

@@ -21,25 +21,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.spec import build_attack
-from robustlab.checkpoint import (
-    commit_checkpoint,
-    load_weights,
-    read_metadata,
-    read_sidecar,
-    save_weights,
-)
+from robustlab.attacks.config import build_attack
+from robustlab.core.errors import CheckpointError, ConfigError, InputError
+from robustlab.core.rng import derive_seed
 from robustlab.data import ImageData, dataset_info, load_dataset
-from robustlab.errors import CheckpointError, ConfigError, InputError
+from robustlab.io.atomic import atomic_write_json
+from robustlab.io.checkpoint import commit_checkpoint, load_weights, read_metadata, read_sidecar, save_weights
+from robustlab.io.hashing import stable_config_hash
 from robustlab.purification.atop.config import AToPConfig
 from robustlab.purification.atop.losses import atop_loss, discriminator_loss, generative_loss
-from robustlab.purification.atop.pipeline import AToPDefense, PurifierPass, freeze_classifier, purify
-from robustlab.purification.atop.purifiers import PatchDiscriminator, _ShapeChecked, build_purifier
-from robustlab.training.trainer import optimizer_from_tensors, optimizer_to_tensors
-from robustlab.utils.hashing import stable_config_hash
-from robustlab.utils.io import atomic_write_json
+from robustlab.purification.atop.pipeline import AToPDefense, PurifierPass, purify
+from robustlab.purification.atop.purifiers import PatchDiscriminator, Purifier, build_purifier
+from robustlab.purification.common import freeze_classifier
+from robustlab.training.checkpointing import (
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_training_state,
+    require_same_config,
+)
 from robustlab.utils.progress import Progress
-from robustlab.utils.rng import derive_seed
 
 PHASES = ("pretrain", "finetune")
 FORMAT = "robustlab-atop-purifier-v1"
@@ -50,14 +50,14 @@ def config_hash(cfg: AToPConfig) -> str:
     return stable_config_hash(cfg.model_dump(mode="json", exclude={"name", "data_root"}))
 
 
-def purifier_metadata(cfg: AToPConfig, purifier: _ShapeChecked, **extra: Any) -> dict[str, Any]:
+def purifier_metadata(cfg: AToPConfig, purifier: Purifier, **extra: Any) -> dict[str, Any]:
     """What a purifier file records so that it is only ever loaded for the dataset and shape it was built for."""
     return {"atop_format": FORMAT, "dataset": cfg.dataset, "purifier": purifier.kind,
             "purifier_width": cfg.purifier.width, "image_shape": json.dumps(list(purifier.image_shape)),
             "transform": json.dumps(cfg.transform.model_dump()), "config_hash": config_hash(cfg), **extra}
 
 
-def load_purifier(path: str | Path, dataset: str) -> tuple[_ShapeChecked, dict[str, str]]:
+def load_purifier(path: str | Path, dataset: str) -> tuple[Purifier, dict[str, str]]:
     """Rebuild and load a purifier file for ``dataset``; refuses files of other datasets or of other formats."""
     meta = read_metadata(path)
     if meta.get("atop_format") != FORMAT:
@@ -233,15 +233,10 @@ class PurifierTrainer:
 
     def _try_resume(self) -> dict[str, Any] | None:
         last = self.ckpt_dir / "last.safetensors"
-        if not (self.resume and last.exists()):
+        state = read_training_state(last, "atop_state", "AToP purifier training") if self.resume else None
+        if state is None:
             return None
-        meta = read_metadata(last)
-        if "atop_state" not in meta:
-            raise CheckpointError(f"{last} holds no AToP training state; not a purifier run folder")
-        state = json.loads(meta["atop_state"])
-        if state.get("config_hash") != self.hash:
-            raise ConfigError(f"run folder {self.run_dir} was trained with a different AToP config (hash "
-                              f"{state.get('config_hash')} vs {self.hash}); use another run folder or resume=False")
+        require_same_config(state, self.hash, self.run_dir, "use another run folder or resume=False")
         if state.get("classifier_sha") != self.classifier_sha:
             raise ConfigError(f"run folder {self.run_dir} fine-tunes another classifier (weights digest "
                               f"{state.get('classifier_sha')} vs {self.classifier_sha}); pass the same classifier")

@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from robustlab.core.dicts import deep_merge
+from robustlab.core.errors import InputError
 from robustlab.data import load_dataset
-from robustlab.errors import InputError
+from robustlab.evaluation.atop import evaluate_atop, result_names
 from robustlab.evaluation.result import EvaluationResult
-from robustlab.purification.atop.config import AToPPreset
-from robustlab.purification.atop.evaluate import evaluate_atop, result_names
+from robustlab.io.atomic import atomic_write_json
+from robustlab.presets.atop import AToPPreset, load_atop_preset
 from robustlab.purification.atop.pipeline import AToPDefense
-from robustlab.purification.atop.train import PurifierTrainer, load_purifier
-from robustlab.utils.io import atomic_write_json
+from robustlab.runs.loading import load_trained_model
+from robustlab.training.atop import PurifierTrainer, load_purifier
 
 PHASE_COPIES = ("pretrained", "finetuned")
 
@@ -29,8 +31,6 @@ def _settings_key(preset: AToPPreset, phase: str, classifier_run: Path) -> dict[
 def run_atop(preset: AToPPreset, classifier_run: str | Path, run_dir: str | Path, *,
              show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) and evaluate; returns the summary {phase: {protocol: {clean, robust, worst}}}."""
-    from robustlab.training.trainer import load_trained_model
-
     classifier_run, run_dir = Path(classifier_run), Path(run_dir)
     classifier, meta = load_trained_model(classifier_run, "best")
     classifier.eval().requires_grad_(False)  # frozen by design: no "arrived trainable" warning
@@ -76,4 +76,19 @@ def _cached(paths: dict[str, Path], key: dict[str, Any]) -> dict[str, Evaluation
     return results
 
 
-__all__ = ["PHASE_COPIES", "run_atop"]
+def run_atop_preset(preset: str, classifier_run: str | Path, *, scale: str = "quick", transform: str | None = None,
+                    overrides: dict[str, Any] | None = None, runs_dir: str | Path = "runs",
+                    show_progress: bool = True) -> tuple[AToPPreset, Path, dict[str, Any]]:
+    """Resolve AToP preset ``preset`` (``transform`` picks RT1-3) and :func:`run_atop` it into
+    ``runs_dir/<preset>-<transform>-<scale>`` (or the name ``--set atop.name=...`` gave)."""
+    overrides = dict(overrides or {})
+    if transform is not None:
+        overrides = deep_merge(overrides, {"atop": {"transform": {"name": transform}}})
+    p = load_atop_preset(preset, scale, overrides)
+    name = p.atop.name if "name" in overrides.get("atop", {}) else f"{preset}-{p.atop.transform.name}-{scale}"
+    p = p.model_copy(update={"atop": p.atop.model_copy(update={"name": name})})
+    run_dir = Path(runs_dir) / name
+    return p, run_dir, run_atop(p, classifier_run, run_dir, show_progress=show_progress)
+
+
+__all__ = ["PHASE_COPIES", "run_atop", "run_atop_preset"]

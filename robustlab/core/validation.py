@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.errors import InputError
+from robustlab.core.errors import InputError
 
 
 def check_images(x: Tensor, name: str = "x") -> None:

@@ -31,7 +31,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def ensure_writable(folder: str | os.PathLike, what: str = "results") -> Path:
     """Create ``folder`` if needed and prove it takes a file (read-only mounts, full disks, permissions), so a long
     job fails before it starts rather than when it writes its result. Raises ``OutputError`` saying why."""
-    from robustlab.errors import OutputError
+    from robustlab.core.errors import OutputError
 
     folder = Path(folder)
     try:

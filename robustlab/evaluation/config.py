@@ -1,0 +1,56 @@
+"""An evaluation protocol as configuration: which split, how many points, which attacks (or AutoAttack), which
+sanity checks and radii."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from robustlab.attacks.config import AttackConfig
+from robustlab.core.config import Strict
+
+
+class AutoAttackConfig(Strict):
+    """AutoAttack (Croce & Hein 2020) run exactly as the reference does, on the first ``n`` evaluation points."""
+
+    version: Literal["standard", "plus", "rand", "custom"] = "standard"
+    norm: Literal["linf", "l2", "l1"] = "linf"
+    eps: float = Field(gt=0)
+    n: int | None = Field(default=None, ge=1)
+    attacks: list[str] | None = None
+    attack_kwargs: dict[str, dict[str, Any]] | None = None
+
+
+class EvalConfig(Strict):
+    """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on; optionally
+    AutoAttack on the first ``autoattack.n`` of the same points, and an eps sweep: the first attack re-run
+    alone at each ``eps_sweep`` radius on the first ``eps_sweep_n`` points (all points when None)."""
+
+    split: Literal["test", "val"] = "test"
+    n: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    seed: int = 0
+    attacks: list[AttackConfig] = Field(default_factory=list)
+    autoattack: AutoAttackConfig | None = None
+    large_eps: float | None = Field(default=None, gt=0)
+    grad_check_n: int = Field(default=200, ge=0)
+    eps_sweep: list[float] = Field(default_factory=list)
+    eps_sweep_n: int | None = Field(default=None, ge=1)
+
+    @field_validator("eps_sweep")
+    @classmethod
+    def _positive_distinct(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"every eps_sweep radius must be a finite number > 0, got {bad}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"eps_sweep radii must be distinct, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> EvalConfig:
+        if not self.attacks and self.autoattack is None:
+            raise ValueError("an evaluation needs 'attacks' or 'autoattack'")
+        return self
