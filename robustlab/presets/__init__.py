@@ -36,8 +36,8 @@ from robustlab.training.config import TrainConfig, parse_config
 from robustlab.utils.dicts import deep_merge
 
 SCALES = ("quick", "reduced", "paper")
-# The reduced scale (module docstring): quick's resolution with these applied; the run folders of the documented
-# reduced-budget runs were made with exactly these as --set overrides.
+# The reduced scale (module docstring): quick's resolution with these applied. Run names aside, the reduced-budget
+# runs of docs/results.md were given this config as --set overrides (some left bf16 on; their CPU ran fp32).
 REDUCED_BASE = "quick"
 REDUCED_TRAIN: dict[str, Any] = {"data": {"train_subset": 10000}, "epochs": 3, "bf16": False}
 REDUCED_EVAL: dict[str, Any] = {"n": 1000, "eps_sweep_n": 500, "autoattack": None}
