@@ -106,7 +106,9 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
 @app.command()
 def train(
     preset: Annotated[str, typer.Argument(help="Preset name (see `robustlab presets`) or a YAML file.")],
-    scale: Annotated[str, typer.Option(help="quick (CPU minutes) or paper (published budget).")] = "quick",
+    scale: Annotated[str, typer.Option(help="quick (CPU minutes), reduced (quick on 10k images for 3 epochs in "
+                                            "fp32: the CPU budget of docs/results.md) or paper (published budget).")]
+    = "quick",
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     name: Annotated[str | None, typer.Option(help="Run name (folder under --runs-dir).")] = None,
@@ -206,7 +208,9 @@ def attack(
 @app.command()
 def reproduce(
     preset: Annotated[str, typer.Argument(help="Preset name (see `robustlab presets`) or a YAML file.")],
-    scale: Annotated[str, typer.Option(help="quick (CPU minutes) or paper (published budget).")] = "quick",
+    scale: Annotated[str, typer.Option(help="quick (CPU minutes), reduced (quick on 10k images for 3 epochs in "
+                                            "fp32: the CPU budget of docs/results.md) or paper (published budget).")]
+    = "quick",
     device: DeviceOpt = "auto",
     runs_dir: RunsDir = Path("runs"),
     set_: SetOpt = None,  # type: ignore[assignment]
@@ -362,7 +366,7 @@ def leaderboard(
     method: Annotated[str | None, typer.Option(help="Only this training method (objective name).")] = None,
     protocol: Annotated[str | None, typer.Option(
         help="Only protocols with this attack or family, e.g. autoattack-standard, pgd.")] = None,
-    scale: Annotated[str | None, typer.Option(help="Only this preset scale (quick or paper).")] = None,
+    scale: Annotated[str | None, typer.Option(help="Only this preset scale (quick, reduced or paper).")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="Show the top N of each table (0: all; exports hold all).")]

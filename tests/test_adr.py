@@ -213,7 +213,7 @@ def test_stop_grad_clean_blocks_the_clean_latent_in_local_and_clean_adv_global_t
     assert g_z is not None and g_z.abs().sum() > 0
 
     # the default is the text's Eq. 1 (no stop-gradient): with the code's detached clean target, L_lc alone blew the
-    # latent up from mean |z| 0.3 to 320 over 60 Adam steps (benchmarks/adr_diagnose.py)
+    # latent up from mean |z| 0.3 to 320 over 60 Adam steps (benchmarks/campaigns/adr_mnist_latent_growth.py)
     default = adr_terms(z, za, lg, lga, y, ADRParams())
     assert torch.allclose(_grads(default["lc"], z, za)[0], -g_za)
 

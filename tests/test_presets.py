@@ -1,5 +1,6 @@
-"""Presets: every bundled preset (every variant) resolves at both scales and builds its objective, model and
-attacks; table rows carry the published budget and numbers; variants merge in order; typos give clear errors."""
+"""Presets: every bundled preset (every variant) resolves at every scale and builds its objective, model and
+attacks; the reduced scale is quick on the documented CPU budget; table rows carry the published budget and numbers;
+variants merge in order; typos give clear errors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from robustlab.models import create_model
 from robustlab.models.latent import check_latent_layer, latent_and_logits
 from robustlab.presets import list_presets, load_preset, parse_overrides
 from robustlab.training.objectives import create_objective
+from robustlab.training.trainer import config_hash
 
 REQUIRED = {"mnist-pgd-at", "mnist-fast-at", "fashion-mnist-pgd-at", "cifar10-pgd-at", "demo"}
 
@@ -26,7 +28,7 @@ def test_required_presets_exist() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED - {"demo"}))
-@pytest.mark.parametrize("scale", ["quick", "paper"])
+@pytest.mark.parametrize("scale", ["quick", "reduced", "paper"])
 def test_every_preset_resolves(name: str, scale: str) -> None:
     p = load_preset(name, scale)
     assert p.train.name == f"{name}-{scale}"
@@ -68,6 +70,84 @@ def test_bad_presets_give_specific_errors(tmp_path: Path) -> None:
         load_preset(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_preset(str(tmp_path / "missing.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------- the reduced scale
+
+# What the reduced-budget runs of docs/results.md passed on top of the quick scale (with train.threads=1, which the
+# config hash leaves out): the run folders of the ADR re-runs were made with exactly this.
+DOCUMENTED_REDUCED = ["train.data.train_subset=10000", "train.epochs=3", "train.bf16=false", "eval.n=1000",
+                      "eval.autoattack=null", "eval.eps_sweep_n=500"]
+
+
+def test_reduced_is_quick_on_the_cpu_budget() -> None:
+    """Every preset resolves at ``reduced``: quick's config with 10,000 images, 3 epochs, fp32; a whole-test-set
+    protocol is cut to 1,000 points (sweep on 500) without AutoAttack, a capped one is kept as it is."""
+    for name in list_presets():
+        quick, reduced = load_preset(name, "quick"), load_preset(name, "reduced")
+        assert reduced.scale == "reduced", name
+        assert reduced.train.name == ("demo-reduced" if name == "demo" else f"{name}-reduced"), name
+        expected = quick.train.model_dump(mode="json")
+        expected.update(name=reduced.train.name, epochs=3, bf16=False)
+        expected["data"]["train_subset"] = 10000
+        assert reduced.train.model_dump(mode="json") == expected, name
+        expected_eval = quick.eval.model_dump(mode="json")
+        if quick.eval.n is None:
+            expected_eval.update(n=1000, autoattack=None)
+            if quick.eval.eps_sweep:
+                expected_eval["eps_sweep_n"] = 500
+        assert reduced.eval.model_dump(mode="json") == expected_eval, name
+    assert load_preset("carso-mnist", "reduced").eval.autoattack.version == "rand"  # capped protocol kept
+    assert load_preset("demo", "reduced").train.name == "demo-reduced"  # a file that names its run
+
+
+@pytest.mark.parametrize("name", ["udr-mnist-udr-pgd", "adr-mnist-adr-trades"])
+def test_reduced_is_the_documented_bundle(name: str) -> None:
+    """``--scale reduced`` gives the config the documented ``--scale quick --set ...`` runs had: the same hash
+    once the run name (``-quick`` then) is the same, and the same evaluation."""
+    old = load_preset(name, "quick", parse_overrides(DOCUMENTED_REDUCED))
+    new = load_preset(name, "reduced")
+    assert new.train.name == f"{name}-reduced" and old.train.name == f"{name}-quick"
+    assert config_hash(new.train.model_copy(update={"name": old.train.name})) == config_hash(old.train)
+    assert new.eval == old.eval
+
+
+REDUCED_FILE = """
+train:
+  data: {dataset: mnist}
+  model: {name: mlp, kwargs: {hidden: [8]}}
+  objective: {name: pgd-at, attack: {name: pgd, eps: 0.3, steps: 5}}
+eval:
+  attacks: [{name: pgd, eps: 0.3, steps: 5}]
+  autoattack: {version: standard, eps: 0.3, n: 500}
+  eps_sweep: [0.3, 0.4]
+scales:
+  quick: {train: {epochs: 2, data: {train_subset: 4096}, batch_size: 64}}
+  reduced: {train: {epochs: 7}, eval: {autoattack: {version: standard, eps: 0.3, n: 50}}}
+  paper: {train: {epochs: 9}}
+variants:
+  a: {}
+  b: {scales: {reduced: {train: {data: {train_subset: 500}}, eval: {n: 40}}}}
+"""
+
+
+def test_a_preset_overrides_the_reduced_budget(tmp_path: Path) -> None:
+    path = tmp_path / "fam.yaml"
+    path.write_text(REDUCED_FILE)
+    a = load_preset(str(path), "reduced", variant="a")  # the file's reduced entry on top of the derived budget
+    assert (a.train.name, a.train.epochs, a.train.data.train_subset, a.train.bf16, a.train.batch_size) == \
+        ("fam-a-reduced", 7, 10000, False, 64)
+    assert (a.eval.n, a.eval.eps_sweep_n, a.eval.autoattack.n) == (1000, 500, 50)
+    b = load_preset(str(path), "reduced", variant="b")  # and the variant's on top of the file's
+    assert (b.train.epochs, b.train.data.train_subset, b.eval.n, b.eval.autoattack.n) == (7, 500, 40, 50)
+    over = load_preset(str(path), "reduced", parse_overrides(["train.epochs=1", "train.name=x"]), variant="b")
+    assert (over.train.epochs, over.train.name) == (1, "x")  # --set comes last
+    no_quick = tmp_path / "noquick.yaml"
+    no_quick.write_text(REDUCED_FILE.split("variants:")[0].replace("  quick:", "  other:"))
+    assert load_preset(str(no_quick), "reduced").train.epochs == 7  # an explicit reduced needs no quick
+    no_quick.write_text(no_quick.read_text().replace("  reduced:", "  other2:"))
+    with pytest.raises(ConfigError, match="no 'reduced' scale .*derived from 'quick'.*it has: other, other2, paper"):
+        load_preset(str(no_quick), "reduced")
 
 
 # ---------------------------------------------------------------------------------------------- variants, tables

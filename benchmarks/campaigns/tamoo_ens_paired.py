@@ -1,9 +1,9 @@
 """TA-MOO against its baselines on the ENS table, paired: every method attacks the same points and the per-point
 A-All flags are kept, so the comparison is McNemar's on the discordant points, not two independent proportions.
 
-``benchmarks/tamoo_table.py`` keeps only the rates; with 13 vs 7 successes in 200 points the unpaired 95% interval
-of the difference still contains 0, while the paired test can already decide if the successes are nested
-(``benchmarks/checks/tamoo_sample_size.py``). The attack budget and the victims are tamoo_table's.
+``benchmarks/campaigns/tamoo_attack_tables.py`` keeps only the rates; with 13 vs 7 successes in 200 points the
+unpaired 95% interval of the difference still contains 0, while the paired test can already decide if the successes
+are nested (``benchmarks/checks/tamoo_sample_size.py``). The attack budget and the victims are tamoo_attack_tables'.
 
     OMP_NUM_THREADS=1 python benchmarks/campaigns/tamoo_ens_paired.py --victim-runs RUN1 RUN2 ... --n 400 \\
         [--methods tamoo uniform] [--out benchmarks/results/tamoo_ens_paired.json]
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "checks"))
+from tamoo_attack_tables import build_attack  # noqa: E402
 from tamoo_sample_size import mcnemar_p, newcombe  # noqa: E402
-from tamoo_table import build_attack  # noqa: E402
 
 from robustlab.attacks.moo import METHODS  # noqa: E402
 from robustlab.core.threat import ThreatModel  # noqa: E402

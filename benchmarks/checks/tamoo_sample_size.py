@@ -1,7 +1,8 @@
 """How many test points separate TA-MOO from a baseline on the ENS table, and what they cost on this CPU.
 
-Reads a ``benchmarks/tamoo_table.py --table ens`` result (default ``benchmarks/results/tamoo_ens_mnist.json``: 200
-points, A-All successes TA-MOO 13, MinMax 13, MOO 8, Uniform 7) and, for TA-MOO against each baseline:
+Reads a ``benchmarks/campaigns/tamoo_attack_tables.py --table ens`` result (default
+``benchmarks/results/tamoo_ens_mnist.json``: 200 points, A-All successes TA-MOO 13, MinMax 13, MOO 8, Uniform 7) and,
+for TA-MOO against each baseline:
 
 * unpaired: the Newcombe (Wilson-score) 95% interval of the A-All difference at the measured n, and the n (the same
   for both methods) at which it would exclude 0 if the observed rates held;

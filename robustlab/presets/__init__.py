@@ -1,5 +1,5 @@
 """Presets: one YAML file per (paper, table row) or per table with ``variants``, each with a ``quick`` (CPU minutes)
-and a ``paper`` scale.
+and a ``paper`` scale, and a ``reduced`` scale derived from ``quick``.
 
 A preset file has ``train`` and ``eval`` sections (a TrainConfig and an EvalConfig), ``scales`` whose entries
 override them, and ``published`` numbers copied from the source with their table reference. A file may instead
@@ -8,6 +8,15 @@ hold a table's rows as ``variants`` (one file per table, not one per row): each 
 file's) and ``notes`` (appended to the file's). A variant is named ``<file>-<variant>`` unless it sets ``name``;
 only the variants are presets then.
 Resolution order at a scale: file train/eval, file ``scales[scale]``, variant train/eval, variant ``scales[scale]``.
+
+``reduced`` is the 2-core CPU budget of the reduced-budget tables in docs/results.md: the ``quick`` resolution, then
+:data:`REDUCED_TRAIN` (the first 10,000 training images, 3 epochs, fp32) and, only where ``quick`` evaluates on the
+whole test set (``eval.n`` unset), :data:`REDUCED_EVAL` (the first 1,000 test points, the eps sweep if any on the
+first 500, no AutoAttack, which does not fit a CPU budget); a ``quick`` protocol already capped to a few hundred
+points (CARSO, CIFAR-10) is kept as it is. Then the file's and the variant's own ``scales.reduced``, if any, on top,
+so a preset overrides any part of the derived budget by naming it there. A reduced run's name ends in ``-reduced``
+(also when the file names its run), so it never shares a run folder with the ``quick`` run it derives from.
+The fixed budget is not always smaller than ``quick``: CIFAR-10 and CARSO quick scales train on fewer images.
 """
 
 from __future__ import annotations
@@ -27,7 +36,12 @@ from robustlab.core.errors import ConfigError, UnknownNameError
 from robustlab.evaluation.config import EvalConfig
 from robustlab.training.config import TrainConfig
 
-SCALES = ("quick", "paper")
+SCALES = ("quick", "reduced", "paper")
+# The reduced scale (module docstring): quick's resolution with these applied. Run names aside, the reduced-budget
+# runs of docs/results.md were given this config as --set overrides (some left bf16 on; their CPU ran fp32).
+REDUCED_BASE = "quick"
+REDUCED_TRAIN: dict[str, Any] = {"data": {"train_subset": 10000}, "epochs": 3, "bf16": False}
+REDUCED_EVAL: dict[str, Any] = {"n": 1000, "eps_sweep_n": 500, "autoattack": None}
 _TOP_KEYS = {"name", "description", "reference", "train", "eval", "scales", "published", "notes", "variants"}
 _VARIANT_KEYS = _TOP_KEYS - {"variants"}
 _MERGED_KEYS = ("train", "eval", "scales", "published")
@@ -179,6 +193,42 @@ def _read(name_or_path: str, variant: str | None) -> tuple[str, dict[str, Any]]:
     return name, index[name]
 
 
+def _check_scale(name: str, layers: list[dict[str, Any]], scale: str) -> None:
+    """A preset offers the scales its files name plus ``reduced`` wherever it offers ``quick``; one that names no
+    scale offers every scale of :data:`SCALES` (its train/eval sections are then the whole config)."""
+    named = {s for layer in layers for s in layer["scales"]}
+    offered = (named | ({"reduced"} if REDUCED_BASE in named else set())) if named else set(SCALES)
+    if scale in offered:
+        return
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; this preset has: {', '.join(sorted(offered))}")
+    why = f" (it is derived from {REDUCED_BASE!r}, which this preset lacks)" if scale == "reduced" else ""
+    raise ConfigError(f"preset {name} has no {scale!r} scale{why}; it has: {', '.join(sorted(offered))}")
+
+
+def _resolve(layers: list[dict[str, Any]], scale: str) -> dict[str, Any]:
+    """Merge the layers at ``scale`` (module docstring); ``reduced`` resolves ``quick``, applies the reduced
+    budget, then every layer's own ``scales.reduced``."""
+    base = REDUCED_BASE if scale == "reduced" else scale
+    merged: dict[str, Any] = {"train": {}, "eval": {}}
+    for layer in layers:
+        merged = deep_merge(merged, {"train": layer["train"], "eval": layer["eval"]})
+        merged = deep_merge(merged, layer["scales"].get(base) or {})
+    if scale != "reduced":
+        return merged
+    merged = deep_merge(merged, {"train": REDUCED_TRAIN})
+    if "name" in merged["train"]:  # a file that names its run: the reduced run gets its own folder too
+        merged["train"]["name"] = f"{merged['train']['name']}-reduced"
+    if merged["eval"].get("n") is None:  # quick's protocol runs on the whole test set: cut it to the CPU budget
+        cut = dict(REDUCED_EVAL)
+        if not merged["eval"].get("eps_sweep"):
+            cut.pop("eps_sweep_n")  # no sweep to cut: leave the config as the documented runs had it
+        merged = deep_merge(merged, {"eval": cut})
+    for layer in layers:
+        merged = deep_merge(merged, layer["scales"].get("reduced") or {})
+    return merged
+
+
 def load_preset(
     name_or_path: str, scale: str = "quick", overrides: dict[str, Any] | None = None, variant: str | None = None
 ) -> Preset:
@@ -186,15 +236,8 @@ def load_preset(
     file with variants) at ``scale`` with optional nested ``overrides``."""
     name, data = _read(name_or_path, variant)
     layers = data["layers"]
-    scales = {s for layer in layers for s in layer["scales"]}
-    if scale not in scales and scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; this preset has: {', '.join(sorted(scales)) or 'none'}")
-    if scale not in scales and scales:
-        raise ConfigError(f"preset {name} has no {scale!r} scale; it has: {', '.join(sorted(scales))}")
-    merged: dict[str, Any] = {"train": {}, "eval": {}}
-    for layer in layers:
-        merged = deep_merge(merged, {"train": layer["train"], "eval": layer["eval"]})
-        merged = deep_merge(merged, layer["scales"].get(scale) or {})
+    _check_scale(name, layers, scale)
+    merged = _resolve(layers, scale)
     merged = deep_merge(merged, overrides or {})
     unknown = set(merged) - {"train", "eval"}
     if unknown:

@@ -20,8 +20,9 @@ Where the thesis text and the released code differ or the text is silent, each c
 * ``stop_grad_clean`` (text: Eq. 1 writes no stop-gradient, the default False; code: True): the clean latent is a
   constant target wherever it meets an adversarial one (L_lc, and L_gb with clean–adv pairs). Clean–clean pairs keep
   both sides (detaching both would remove the term). The code's form diverges here: with the clean side a moving
-  target, descending L_lc raises the scale of the whole latent (benchmarks/adr_diagnose.py: mean |z| 0.3 → 320 over
-  60 Adam steps with L_lc alone, against 0.45 without the stop-gradient and 0.95 for ADV; docs/results.md).
+  target, descending L_lc raises the scale of the whole latent (benchmarks/campaigns/adr_mnist_latent_growth.py:
+  mean |z| 0.3 → 320 over 60 Adam steps with L_lc alone, against 0.45 without the stop-gradient and 0.95 for ADV;
+  docs/results.md).
 * ``smt_stop_grad_clean`` (text silent; code: True): the clean prediction in L_smt is detached.
 * ``global_pairs``: "clean-clean" (text, default) or "clean-adv" (code: adversarial z_i vs clean z_j).
 * ``gb_scale``: "none" (text, default) or "max" (code: the pair distances divided by their batch maximum, so L_gb

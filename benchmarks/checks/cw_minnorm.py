@@ -8,7 +8,7 @@
    1000 Adam steps and 5 binary-search steps from c = 0.1 (to fit in ~3 minutes on 2 CPU cores): with fewer steps
    it barely moves saturated pixels (tanh' ~ 1e-6 at 0 and 1) and fails on many images.
 
-    .venv/bin/python benchmarks/cw_minnorm.py [--out benchmarks/results/cw_minnorm.json] [--cw-steps 1000]
+    .venv/bin/python benchmarks/checks/cw_minnorm.py [--out benchmarks/results/cw_minnorm.json] [--cw-steps 1000]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from robustlab.attacks.deepfool import DeepFool
 from robustlab.attacks.fab import FAB
 from robustlab.core.threat import ThreatModel
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cw_minnorm.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "cw_minnorm.json"
 LINEAR_SHAPE, LINEAR_CLASSES = (3, 4, 4), 5
 
 

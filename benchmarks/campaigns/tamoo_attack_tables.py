@@ -2,7 +2,8 @@
 run TA-MOO against Uniform, MinMax and MOO with one budget, and write the success rates and the published numbers
 to a JSON file.
 
-    python benchmarks/tamoo_table.py --table ens --dataset mnist --scale quick --n 64 --steps 10 --out ens.json
+    python benchmarks/campaigns/tamoo_attack_tables.py --table ens --dataset mnist --scale quick --n 64 --steps 10 \\
+        --out ens.json
 
 Victims: ``tamoo-ens-<dataset>-*`` (all members, as one Ensemble) for ``ens``; ``tamoo-uni-eot-<dataset>`` for
 ``uni`` and ``eot``. Each is trained into ``<runs>/<preset>-<scale>`` (resumed / reused when present). The attack

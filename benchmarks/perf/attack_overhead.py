@@ -3,7 +3,7 @@
 The bare step is what any attack must pay (forward, loss, backward to the input, parameters frozen, eval mode);
 the ratio shows what the attack machinery adds on top. Target: PGD per step <= 1.10x.
 
-    .venv/bin/python benchmarks/attack_overhead.py [--out benchmarks/results/attack_overhead.json] [--repeats 5]
+    .venv/bin/python benchmarks/perf/attack_overhead.py [--out benchmarks/results/attack_overhead.json] [--repeats 5]
 
 Two PGD figures are reported: ``pgd_step_marginal`` = (T(PGD, s2 steps) - T(PGD, s1 steps)) / (s2 - s1) / T(bare),
 the cost of one more step, and ``pgd_call_per_step`` = T(PGD, s2 steps) / (s2 * T(bare)), the whole call including
@@ -29,7 +29,7 @@ from robustlab.attacks import FGSM, PGD, attack_mode
 from robustlab.core.threat import ThreatModel
 from robustlab.models import create_model
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "attack_overhead.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "attack_overhead.json"
 
 # (name, dataset, batch, input shape, eps, steps for the two PGD timings)
 CASES = [

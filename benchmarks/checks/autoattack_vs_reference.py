@@ -4,7 +4,7 @@ Reports, for one version (default ``standard``): robust accuracy and wall time o
 per-attack cumulative accuracies of ours. Both run in fp32 on the same device (``--device``) with the same batch
 size, one after the other.
 
-    .venv/bin/python benchmarks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
+    .venv/bin/python benchmarks/checks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
         [--which best] [--out benchmarks/results/autoattack_vs_reference.json] [--skip-reference]
 """
 
@@ -24,7 +24,7 @@ from robustlab.data import load_dataset
 from robustlab.runs.loading import load_trained_model
 from robustlab.utils.device import model_device
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "autoattack_vs_reference.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "autoattack_vs_reference.json"
 
 
 def reference_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:

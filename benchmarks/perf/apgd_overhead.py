@@ -5,7 +5,7 @@ Same method as ``attack_overhead.py`` (whose timing helpers this imports): ``apg
 two projections and best-point bookkeeping; ``apgd_call_per_step`` = T(APGD, s2) / (s2 * T(bare)), the whole call.
 PGD figures on the same batch are reported beside them for reference. Timings are interleaved, medians taken.
 
-    .venv/bin/python benchmarks/apgd_overhead.py [--out benchmarks/results/apgd_overhead.json] [--repeats 5]
+    .venv/bin/python benchmarks/perf/apgd_overhead.py [--out benchmarks/results/apgd_overhead.json] [--repeats 5]
         [--steps 10 30] [--batch 128]
 """
 
@@ -27,7 +27,7 @@ from robustlab.attacks import PGD, attack_mode  # noqa: E402
 from robustlab.attacks.apgd import APGD  # noqa: E402
 from robustlab.core.threat import ThreatModel  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "apgd_overhead.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "apgd_overhead.json"
 
 
 def bench(batch: int = 128, steps: tuple[int, int] = (10, 30), repeats: int = 5, eps: float = 0.3) -> dict:

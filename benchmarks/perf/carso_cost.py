@@ -1,11 +1,11 @@
-"""CARSO inference cost relative to its classifier alone (issue 6): median time of a forward pass, and of a forward +
+"""CARSO inference cost relative to its classifier alone: median time of a forward pass, and of a forward +
 backward to the input (one attack step), for the CARSO model with E reconstructions against the classifier it
 wraps, on the same batch; timings interleaved so machine load hits both alike.
 
-    .venv/bin/python benchmarks/carso_cost.py RUN [--ensemble-sizes 1 8 16] [--batch 100] [--repeats 5]
+    .venv/bin/python benchmarks/perf/carso_cost.py RUN [--ensemble-sizes 1 8 16] [--batch 100] [--repeats 5]
         [--threads 1] [--out benchmarks/results/carso_cost.json]
 
-RUN is a trained CARSO run folder (e.g. runs/small/carso-mnist-quick); its classifier is the one it was built on.
+RUN is a trained CARSO run folder (e.g. runs/small/carso-mnist-reduced); its classifier is the one it was built on.
 Run it from the repository root: a CARSO run names its classifier's run folder as given at training time.
 """
 
@@ -22,7 +22,7 @@ from robustlab.io.atomic import atomic_write_json
 from robustlab.purification.carso import carso_of
 from robustlab.runs.loading import load_trained_model
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "carso_cost.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "carso_cost.json"
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ PGD-AT + clean CE on that CNN); TRADES/MART add a clean forward, ADR a second
 view and pairwise terms, AWP a proxy step, UDR its pull and dual update. Timings are interleaved (load hits all
 methods alike) and the median of ``--repeats`` is taken.
 
-    .venv/bin/python benchmarks/method_cost.py [--model cw-cnn] [--repeats 5] [--threads 2]
+    .venv/bin/python benchmarks/perf/method_cost.py [--model cw-cnn] [--repeats 5] [--threads 2]
         [--family single|ensemble] [--out benchmarks/results/method_cost.json]
 """
 
@@ -25,7 +25,7 @@ from robustlab.models import create_model
 from robustlab.training.objectives import create_objective
 from robustlab.training.objectives.base import ObjectiveConfig
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "method_cost.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "method_cost.json"
 CODE_SOFT_BALL = {"pull_cost": "pixel-hinge", "tau_over_step": 1.0, "lam_period": 10, "lam_clamp": False,
                   "lam_distance": "mean-abs", "clip_every_step": True}
 METHODS: dict[str, tuple[str, dict]] = {
@@ -42,7 +42,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "adr (trades base)": ("adr", {"base": "trades"}),
     "ascl (leaked-ls)": ("ascl", {"strategy": "leaked-ls"}),
 }
-# --family ensemble (issue 5): 2-member C&W CNN ensembles relative to ADV (one C&W CNN, CE(x) + CE(x_a)); the thesis
+# --family ensemble: 2-member C&W CNN ensembles relative to ADV (one C&W CNN, CE(x) + CE(x_a)); the thesis
 # reports CCE at about 3.3x ADV per epoch for 2 members.
 TWO_MEMBERS = {"member": "cw-cnn", "k": 2}
 ENSEMBLE_METHODS: dict[str, tuple[str, dict, dict | None]] = {

@@ -1,8 +1,8 @@
-"""Repeated final evaluation of a stochastic defence (issue 6): craft once with a surrogate attack, then classify the
+"""Repeated final evaluation of a stochastic defence: craft once with a surrogate attack, then classify the
 clean and the adversarial points several times with fresh randomness; report mean, worst pass and pointwise worst.
 
-    .venv/bin/python benchmarks/carso_repeated.py RUN [--n 100] [--passes 5] [--steps 20] [--eot 4]
-        [--out benchmarks/results/carso_repeated.json]
+    .venv/bin/python benchmarks/campaigns/carso_repeated_passes.py RUN [--n 100] [--passes 5] [--steps 20] [--eot 4]
+        [--out benchmarks/results/carso_repeated_passes.json]
 
 The attack is APGD-CE with EoT on CARSO's smooth ``logit`` aggregation (PeeL's own gradient is mostly zero), judged on
 the model as it is deployed (PeeL, E prior samples). Run from the repository root.
@@ -23,7 +23,7 @@ from robustlab.io.atomic import atomic_write_json
 from robustlab.purification.common import repeated_accuracy
 from robustlab.runs.loading import load_trained_model
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "carso_repeated.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "carso_repeated_passes.json"
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Speed of the results store: leaderboard render with 10,000 stored evaluations (target < 1 s) and the HTML
 report of a run with 100 epochs of metrics.
 
-    .venv/bin/python benchmarks/store_speed.py [--n 10000] [--epochs 100] [--repeats 3]
+    .venv/bin/python benchmarks/perf/store_speed.py [--n 10000] [--epochs 100] [--repeats 3]
+        [--out benchmarks/results/store_speed.json]
 
 The leaderboard time is what ``robustlab leaderboard`` spends after start-up: open the store, query, sort, build
 and print the rich tables (to a string) with the command's default of the top 20 rows per table; ``--limit 0``
@@ -22,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "store_speed.json"
 
 
 def fill_store(path: Path, n: int) -> float:
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=20, help="rows shown per table (0: all)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -117,6 +121,8 @@ def main() -> None:
            "report_seconds": [round(t, 3) for t in report], "cpus": os.cpu_count(),
            "load_average": [round(x, 2) for x in os.getloadavg()]}
     print(json.dumps(out, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

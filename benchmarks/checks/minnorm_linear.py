@@ -4,7 +4,7 @@ For ``logits = W x + b`` (inputs in [0.35, 0.65], so the [0, 1] box never binds)
 is ``min_j (z_y - z_j) / ||w_y - w_j||_q`` with ``q`` the dual norm (1 for L-inf, 2 for L2). A ratio of 1 is optimal;
 FAB's extrapolation ``eta`` and the finite number of steps keep it slightly above.
 
-    .venv/bin/python benchmarks/minnorm_linear.py [--out benchmarks/results/minnorm_linear.json] [--steps 100]
+    .venv/bin/python benchmarks/checks/minnorm_linear.py [--out benchmarks/results/minnorm_linear.json] [--steps 100]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from robustlab.attacks.fab import FAB, FABTargeted
 from robustlab.core.threat import ThreatModel, lp_norm
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "minnorm_linear.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "minnorm_linear.json"
 SHAPE = (3, 16, 16)
 NUM_CLASSES = 10
 

@@ -5,7 +5,7 @@ one training step (forward + backward + optimizer update). ``ratio_to_ideal`` = 
 means the trainer and objective add nothing. Measured through the real code path (objective + optimizer) on the
 SmallCNN with batch 128, in fp32 and under bf16 autocast; timings are interleaved and the median is taken.
 
-    .venv/bin/python benchmarks/train_throughput.py [--out benchmarks/results/train_throughput.json] [--repeats 5]
+    .venv/bin/python benchmarks/perf/train_throughput.py [--out benchmarks/results/train_throughput.json] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from robustlab.models import create_model
 from robustlab.training.objectives import create_objective
 from robustlab.training.objectives.base import ObjectiveConfig
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "train_throughput.json"
 STEPS = (1, 5, 10, 40)
 
 
