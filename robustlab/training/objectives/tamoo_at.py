@@ -20,7 +20,14 @@ from torch import Tensor, nn
 from robustlab.attacks.config import build_attack
 from robustlab.attacks.moo.applications import EnsembleMOO
 from robustlab.core.errors import ConfigError
-from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, accuracy, register_objective, unwrap
+from robustlab.training.objectives.base import (
+    Metrics,
+    Objective,
+    ObjectiveConfig,
+    accuracy,
+    register_objective,
+    unwrap,
+)
 
 
 class TAMOOATParams(BaseModel):
