@@ -83,7 +83,9 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     for key in ("large_eps_accuracy",):
         if key in result.sanity:
             ok = "ok" if result.sanity["large_eps_collapsed"] else "[red]FAILED: does not collapse[/red]"
-            table.add_row(f"sanity: {result.protocol[0]['name']} at eps={result.sanity['large_eps']}",
+            check = (result.sanity.get("large_eps_attack")
+                     or f"{result.protocol[0]['name']} at eps={result.sanity['large_eps']}")
+            table.add_row(f"sanity: {check}",
                           f"{100 * result.sanity[key]:.2f}% ({ok})")
     if "zero_grad_fraction" in result.sanity:
         zero, bad = result.sanity["zero_grad_fraction"], result.sanity["nonfinite_grad_fraction"]
@@ -99,7 +101,7 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
                 table.add_row(f"published: eps sweep at eps={eps}", f"{v}%")
         elif key != "source":
             table.add_row(f"published: {key}", f"{value}%")
-    table.caption = f"{result.n} {result.dataset} {result.split} images; threat {result.threat}"
+    table.caption = f"{result.n} points of {result.dataset} ({result.split}); threat {result.threat}"
     return table
 
 
@@ -145,44 +147,110 @@ def _print_outcome(outcome: Any, title: str, published: dict[str, Any] | None = 
         err_console.print(f"[yellow]warning:[/yellow] {note}")
 
 
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A model that is not a robustlab run: path/to/file.py:NAME or package.module:NAME (a class or a "
+    "function returning an nn.Module).")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    help="Weights of --model: .safetensors, or a PyTorch state dict (.pt/.pth, read with weights_only=True).")]
+DataOpt = Annotated[str | None, typer.Option(
+    help="Data for --model: a dataset name (its test split), an .npz (x, y), a .csv table or an image folder.")]
+ModelArgOpt = Annotated[list[str], typer.Option("--model-arg", help="Keyword argument of --model, k=v (repeatable).")]
+MeanOpt = Annotated[str | None, typer.Option(help="Per-channel mean the model expects its inputs normalised with "
+                                                  "(comma-separated; needs --std).")]
+StdOpt = Annotated[str | None, typer.Option(help="Per-channel std, with --mean.")]
+LabelColumnOpt = Annotated[str, typer.Option(help="Label column of a .csv table.")]
+
+
+def _model_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``["width=16", "act=relu"]`` -> keyword arguments, values read as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--model-arg takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
+    run: Annotated[Path | None, typer.Argument(help="Run folder or checkpoint file (or use --model).")] = None,
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     protocol: Annotated[str, typer.Option(
-        help="preset (the run's), pgd (PGD-50x3), autoattack-standard|plus|rand, or autoattack-custom "
-        "with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
+        help="preset (the run's; autoattack-standard for --model), pgd (PGD-50x3), autoattack-standard|plus|rand, or "
+        "autoattack-custom with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(min=1, help="Number of test points (default: the protocol's).")] = None,
     eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks and the large-eps "
-                                                   "check).")] = None,
-    norm: Annotated[str | None, typer.Option(help="linf, l2 or l1: with --eps, for a run that names no threat "
-                                                  "model.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the result JSON here (default RUN/eval/).")] = None,
+                                                   "check); required with --model.")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf, l2 or l1: with --eps, for a model or run that names no "
+                                                  "threat model.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result JSON here (default RUN/eval/, or a new folder "
+                                                  "under ./evals/ for --model).")] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    model_arg: ModelArgOpt = None,  # type: ignore[assignment]
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    label_column: LabelColumnOpt = "label",
     set_: SetOpt = None,  # type: ignore[assignment]
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     device: DeviceOpt = "auto",
     store: StoreOpt = None,
 ) -> None:
-    """Clean and robust accuracy of a trained model on the test set; the result JSON goes to RUN/eval/ and the
-    results store."""
-    from robustlab.app.evaluate import evaluate_run, resolve_protocol
+    """Clean and robust accuracy of a trained run, or of your own model (--model/--weights/--data), on a test set;
+    the result JSON goes to RUN/eval/ (or ./evals/) and the results store."""
+    from robustlab.app.evaluate import evaluate_run, evaluate_user_model, resolve_protocol
     from robustlab.presets import load_preset
 
+    overrides = _overrides(set_, None, n)
+    stray = sorted(set(overrides) - {"eval"})
+    if stray:
+        raise RobustlabError(f"evaluate takes --set eval.KEY=VALUE only, got {', '.join(stray)}")
+    if model is not None:
+        from robustlab.core.dicts import deep_merge
+        from robustlab.evaluation.defaults import protocol_for_model
+
+        if run is not None or data is None or eps is None:
+            raise RobustlabError("with --model, pass --data and --eps (and --norm; default linf), and no RUN")
+        name = "autoattack-standard" if protocol == "preset" else protocol
+        proto = deep_merge(protocol_for_model(name, f"{norm or 'linf'}:{eps}"), overrides.get("eval", {}))
+        outcome = evaluate_user_model(
+            model, data, weights=weights, args=_model_args(model_arg), mean=mean, std=std, protocol=proto,
+            device=device, out=out, store=store, label_column=label_column, show_progress=progress)
+        _print_outcome(outcome, f"{model} on {data}")
+        return
+    if run is None:
+        raise RobustlabError("pass a run folder or checkpoint, or --model FILE.py:NAME with --weights and --data")
     preset_eval = None if preset is None else load_preset(preset, scale).eval.model_dump(mode="json",
                                                                                           exclude_none=True)
     cfg, published = resolve_protocol(run, which=which, protocol=protocol, preset_eval=preset_eval, eps=eps, norm=norm,
-                                      overrides=_overrides(set_, None, n).get("eval", {}))
+                                      overrides=overrides.get("eval", {}))
     outcome = evaluate_run(run, cfg, which=which, published=published, device=device, store=store, out=out,
-                           show_progress=progress)
+                           show_progress=progress, data=data)
     _print_outcome(outcome, f"{run} ({outcome.result.model.get('which', which)})", published)
+
+
+@app.command("convert-weights")
+def convert_weights(
+    src: Annotated[Path, typer.Argument(help="A PyTorch state dict (.pt/.pth), read with weights_only=True.")],
+    dst: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
+) -> None:
+    """Convert a PyTorch state dict to safetensors (weights that load without running any code)."""
+    from robustlab.runs.user_model import convert_weights as convert
+
+    console.print(f"written {convert(src, dst)}")
 
 
 @app.command()
 def attack(
-    run: Annotated[Path, typer.Argument(help="Run folder or checkpoint file.")],
-    out: Annotated[Path, typer.Option(help="Where to write the adversarial examples (.safetensors).")],
+    run: Annotated[Path | None, typer.Argument(help="Run folder or checkpoint file (or use --model).")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the adversarial examples (.safetensors).")] = Path(
+        "adversarial.safetensors"),
     name: Annotated[str, typer.Option("--attack", help="A registered attack (see list below) or autoattack-VERSION.")]
     = "pgd",
     eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
@@ -193,6 +261,13 @@ def attack(
     set_: SetOpt = None,  # type: ignore[assignment]
     seed: Annotated[int, typer.Option(help="Seed for the attack's randomness.")] = 0,
     device: DeviceOpt = "auto",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    model_arg: ModelArgOpt = None,  # type: ignore[assignment]
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    label_column: LabelColumnOpt = "label",
 ) -> None:
     """Craft adversarial examples and save them (float32 NCHW in [0,1]) with labels, indices and the protocol."""
     from robustlab.app.attack import attack_run
@@ -200,7 +275,8 @@ def attack(
 
     settings = parse_overrides(set_ or []).get("attack", {})
     crafted = attack_run(run, out, attack=name, norm=norm, eps=eps, n=n, split=split, which=which, settings=settings,
-                         seed=seed, device=device)
+                         seed=seed, device=device, model=model, weights=weights, data=data,
+                         model_args=_model_args(model_arg), mean=mean, std=std, label_column=label_column)
     console.print(f"{crafted.n} adversarial examples ({crafted.protocol['name']}, {norm} eps={eps}) -> {crafted.path}; "
                   f"accuracy on them {100 * crafted.accuracy:.2f}%")
 

@@ -9,7 +9,7 @@ from robustlab.core.errors import InputError
 
 
 def check_images(x: Tensor, name: str = "x") -> None:
-    """Require a float NCHW tensor with finite values in [0, 1]."""
+    """Require a float batch with finite values in [0, 1]: images N x C x H x W, or table rows N x d."""
     if not isinstance(x, Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -17,8 +17,9 @@ def check_images(x: Tensor, name: str = "x") -> None:
             f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}; "
             "convert uint8 images with x.float() / 255"
         )
-    if x.dim() != 4:
-        raise InputError(f"{name} must be a 4-D NCHW batch, got shape {tuple(x.shape)}")
+    if x.dim() not in (2, 4):
+        raise InputError(f"{name} must be a batch of NCHW images (4-D) or of table rows N x d (2-D), got shape "
+                         f"{tuple(x.shape)}")
     if x.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (shape {tuple(x.shape)})")
     if not torch.isfinite(x).all():

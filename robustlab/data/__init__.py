@@ -14,11 +14,17 @@ from robustlab.data.registry import (
     list_datasets,
     load_dataset,
 )
+from robustlab.data.resolve import as_dataset
 from robustlab.data.safe_pickle import UnsafePickleError, safe_load, safe_loads
 from robustlab.data.sources import write_cifar10_folder
 from robustlab.data.transforms import AUGMENTATIONS, augment, random_crop, random_hflip
+from robustlab.data.user import FloatData, MinMaxScaler, load_user_data
 
 __all__ = [
+    "FloatData",
+    "MinMaxScaler",
+    "as_dataset",
+    "load_user_data",
     "AUGMENTATIONS",
     "DEFAULT_VAL_SIZE",
     "SPLITS",

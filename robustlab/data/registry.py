@@ -31,7 +31,7 @@ class DatasetInfo:
 
     name: str
     num_classes: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]  # (C, H, W) for images, (d,) for table rows
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
@@ -101,6 +101,7 @@ class ImageData:
     info: DatasetInfo
     split: str
     source: str
+    sha256: str = ""  # of the user's file or folder it was read from ("" for the registry sets)
 
     def __post_init__(self) -> None:
         """Check dtypes and shapes once, so every consumer can rely on them."""
@@ -128,16 +129,16 @@ class ImageData:
         if n is not None:
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self):
                 raise InputError(f"subset size n must be an int in [0, {len(self)}], got {n!r}")
-            return ImageData(self.images[:n], self.labels[:n], self.info, self.split, self.source)
+            return ImageData(self.images[:n], self.labels[:n], self.info, self.split, self.source, self.sha256)
         if indices is None:
-            return ImageData(self.images, self.labels, self.info, self.split, self.source)
+            return ImageData(self.images, self.labels, self.info, self.split, self.source, self.sha256)
         idx = torch.as_tensor(indices)
         if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
             raise InputError(f"indices must be a 1-D sequence of ints, got {idx.dtype} {tuple(idx.shape)}")
         idx = idx.to(torch.int64)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise InputError(f"indices must lie in [0, {len(self)}), got [{int(idx.min())}, {int(idx.max())}]")
-        return ImageData(self.images[idx], self.labels[idx], self.info, self.split, self.source)
+        return ImageData(self.images[idx], self.labels[idx], self.info, self.split, self.source, self.sha256)
 
 
 # ---------------------------------------------------------------- splits

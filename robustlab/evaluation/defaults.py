@@ -120,3 +120,52 @@ def protocol_for_run(
     if eps is not None:
         merged = at_eps(merged, eps)
     return merged, published
+
+
+def parse_threat(threat: Any) -> tuple[str, float]:
+    """(norm, eps) from a ``ThreatModel`` or text such as ``"linf:8/255"``, ``"l2:0.5"`` (eps may be a fraction)."""
+    from robustlab.core.threat import ThreatModel
+
+    if isinstance(threat, ThreatModel):
+        return threat.norm, threat.eps
+    if not isinstance(threat, str) or ":" not in threat:
+        raise ConfigError(f"threat must be a ThreatModel or text like 'linf:8/255', got {threat!r}")
+    norm, _, value = threat.partition(":")
+    num, _, den = value.partition("/")
+    try:
+        eps = float(num) / (float(den) if den else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"threat {threat!r}: eps must be a number or a fraction such as 8/255") from None
+    parsed = ThreatModel(norm.strip(), eps)  # validates the norm and the radius
+    return parsed.norm, parsed.eps
+
+
+def protocol_for_model(protocol: Any, threat: Any | None, *, n: int | None = None,
+                       batch_size: int | None = None) -> dict[str, Any]:
+    """The protocol dict for evaluating a model that is not a robustlab run: ``protocol`` is a name
+    (``autoattack-standard|plus|rand|custom``, ``pgd`` = PGD-50x3), an ``EvalConfig`` or its dict; ``threat`` is
+    required unless the protocol carries one. Every protocol keeps the large-eps collapse check."""
+    if hasattr(protocol, "model_dump"):
+        protocol = protocol.model_dump(mode="json", exclude_none=True)
+    if isinstance(protocol, dict):
+        out = copy.deepcopy(protocol)
+        if threat is not None:
+            out = at_eps(out, parse_threat(threat)[1])
+    else:
+        if threat is None:
+            raise ConfigError(f"protocol {protocol!r} needs a threat model: pass threat='linf:8/255' (CLI: --eps "
+                              "and --norm)")
+        norm, eps = parse_threat(threat)
+        base = default_protocol(norm, eps)
+        if protocol == "pgd":
+            out = base
+        elif isinstance(protocol, str) and protocol.startswith("autoattack-"):
+            out = {**as_autoattack(base, protocol.split("-", 1)[1]), "large_eps": large_eps_for(norm, eps)}
+        else:
+            choices = ", ".join(c for c in PROTOCOL_CHOICES if c != "preset")
+            raise ConfigError(f"unknown protocol {protocol!r}; valid: {choices}, an EvalConfig or its dict")
+    if n is not None:
+        out["n"] = n
+    if batch_size is not None:
+        out["batch_size"] = batch_size
+    return out

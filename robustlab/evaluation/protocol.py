@@ -14,7 +14,7 @@ from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
 from robustlab.data import ImageData
 from robustlab.evaluation.config import EvalConfig
-from robustlab.evaluation.named import first_attack_config, named_attacks, protocol_entries
+from robustlab.evaluation.named import attack_label, first_attack_config, named_attacks, protocol_entries
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
@@ -66,6 +66,7 @@ def run_protocol(
         _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size)
         large_eps_accuracy = accuracy_of(next(iter(big_flags.values())))
         sanity["large_eps"] = big.eps
+        sanity["large_eps_attack"] = attack_label(big)
     if cfg.grad_check_n:
         k = min(cfg.grad_check_n, n)
         bb_flags = None if aa_flags is None else {name.split(": ")[-1]: m for name, m in aa_flags.items()}

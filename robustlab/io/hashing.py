@@ -8,7 +8,7 @@ from typing import Any
 
 # Fields added after runs existed whose unset value cannot change training: left out of the hash while unset, so
 # adding them did not orphan every earlier run folder.
-UNSET_FIELDS_OUT_OF_HASH = ("surrogate",)
+UNSET_FIELDS_OUT_OF_HASH = ("surrogate", "path", "test_path", "label_column", "factory", "args")
 
 
 def _drop_unset(data: Any) -> Any:

@@ -45,6 +45,10 @@ class Normalized(nn.Module):
     def normalize(self, x: Tensor) -> Tensor:
         """(x - mean) / std with per-channel broadcasting."""
         c = self.in_channels
+        if x.dim() == 2:  # table rows: one mean/std per feature (or one for all)
+            if self.mean.numel() not in (1, x.shape[1]):
+                raise InputError(f"model normalises {self.mean.numel()} features, got rows of {x.shape[1]}")
+            return (x - self.mean.view(1, -1)) / self.std.view(1, -1)
         if c is not None and (x.dim() != 4 or x.shape[1] != c):
             hint = ("; it looks like NHWC: use x.permute(0, 3, 1, 2)"
                     if x.dim() == 4 and x.shape[-1] == c and x.shape[1] != c else "")

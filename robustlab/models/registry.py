@@ -101,8 +101,10 @@ def create_model(name: str, dataset: str | DatasetLike, **kwargs: Any) -> Normal
     builder = get_builder(name)
     info = resolve_dataset(dataset)
     shape = tuple(int(s) for s in info.shape)
+    if len(shape) == 1 and shape[0] >= 1:  # table rows of d features: a 1 x d "image" for the builders
+        shape = (1, 1, shape[0])
     if len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"dataset shape must be (C, H, W) with positive sizes, got {info.shape}")
+        raise InputError(f"dataset shape must be (C, H, W) or (d,) with positive sizes, got {info.shape}")
     c, h, w = shape
     if len(info.mean) not in (1, c) or len(info.std) != len(info.mean):
         raise InputError(f"dataset mean/std must have 1 or {c} entries, got {len(info.mean)} and {len(info.std)}")

@@ -12,20 +12,44 @@ from robustlab.training.objectives.base import ObjectiveConfig
 
 
 class DataConfig(Strict):
-    """Which dataset, how much of it, and the training augmentations."""
+    """Which data, how much of it, and the training augmentations: a registry ``dataset``, or a user's ``path``
+    (``.npz``, ``.csv`` table with ``label_column``, image folder; ``test_path`` is what ``robustlab evaluate``
+    tests the run on)."""
 
-    dataset: str
+    dataset: str | None = None
+    path: str | None = None
+    test_path: str | None = None
+    label_column: str | None = None  # a table's label column; None = "label"
     val_size: int = Field(default=5000, ge=0)
     train_subset: int | None = Field(default=None, ge=1)
     augment: list[str] = Field(default_factory=list)
     root: str | None = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("set exactly one of 'dataset' (a registered dataset) and 'path' (your data file)")
+        if self.path is None and (self.test_path or self.label_column):
+            raise ValueError("'test_path' and 'label_column' go with 'path' (your data), not a registered dataset")
+        return self
+
 
 class ModelConfig(Strict):
-    """A registry model name and its keyword arguments."""
+    """A registry model ``name`` and its ``kwargs``, or a user's ``factory`` (``path/file.py:NAME`` or
+    ``package.module:NAME``, a class or a function returning an nn.Module) and its ``args``."""
 
-    name: str
+    name: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    factory: str | None = None
+    args: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ModelConfig:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("set exactly one of 'name' (a registered model) and 'factory' (your file.py:NAME)")
+        if self.factory is not None and self.kwargs:
+            raise ValueError("a 'factory' takes 'args', not 'kwargs'")
+        return self
 
 
 class LookaheadConfig(Strict):

@@ -31,12 +31,15 @@ from robustlab.attacks.config import AttackConfig, build_attack
 from robustlab.core.errors import CheckpointError, ConfigError
 from robustlab.core.rng import data_shard, derive_seed
 from robustlab.core.threat import ThreatModel
-from robustlab.data import ImageData, augment, load_dataset
+from robustlab.data import augment, load_dataset, load_user_data
+from robustlab.data.resolve import AnyData
 from robustlab.evaluation.robust import NamedAttack, robust_flags
 from robustlab.io.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from robustlab.io.checkpoint import commit_checkpoint, load_weights, read_sidecar, save_weights
 from robustlab.io.hashing import stable_config_hash
 from robustlab.models import create_model
+from robustlab.runs.folder import SCALER_FILE
+from robustlab.runs.user_model import build_model
 from robustlab.training import distributed as D
 from robustlab.training.checkpointing import (
     optimizer_from_tensors,
@@ -134,7 +137,7 @@ class Trainer:
         self.info = self.train_data.info
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         self.device = resolve_device(cfg.device)
-        self.model = create_model(cfg.model.name, self.info, **cfg.model.kwargs).to(self.device)
+        self.model = self._build_model().to(self.device)
         self.objective = create_objective(cfg.objective)
         example = self.train_data.float_images(torch.arange(min(2, len(self.train_data)))).to(self.device)
         self.objective_module = self.objective.modules(self.model, example)
@@ -159,14 +162,40 @@ class Trainer:
             self.tensorboard = TensorBoardLogger(self.run_dir)
 
     # ----------------------------------------------------------------------------------------------- data
-    def _load_data(self) -> tuple[ImageData, ImageData | None]:
+    def _build_model(self) -> nn.Module:
+        """The registry model for the data, or the user's factory called with its args."""
+        m = self.cfg.model
+        if m.factory is not None:
+            return build_model(m.factory, m.args)
+        assert m.name is not None
+        return create_model(m.name, self.info, **m.kwargs)
+
+    def _load_data(self) -> tuple[AnyData, AnyData | None]:
         d = self.cfg.data
+        if d.path is not None:
+            return self._load_user_data()
+        assert d.dataset is not None
         train = load_dataset(d.dataset, "train", root=d.root, val_size=d.val_size)
         if d.train_subset:
             train = train.subset(d.train_subset)
         val = None
         if d.val_size > 0:
             val = load_dataset(d.dataset, "val", root=d.root, val_size=d.val_size)
+            val = val.subset(min(self.cfg.validation.n, len(val)))
+        return train, val
+
+    def _load_user_data(self) -> tuple[AnyData, AnyData | None]:
+        """A user's file: train rows and the fixed validation holdout, a table scaled by the training rows' scaler."""
+        d = self.cfg.data
+        assert d.path is not None
+        label = d.label_column or "label"
+        train = load_user_data(d.path, "train", label_column=label, val_size=d.val_size)
+        if d.train_subset:
+            train = train.subset(min(d.train_subset, len(train)))
+        val = None
+        if d.val_size > 0:
+            scaler = getattr(train, "scaler", None)
+            val = load_user_data(d.path, "val", label_column=label, val_size=d.val_size, scaler=scaler)
             val = val.subset(min(self.cfg.validation.n, len(val)))
         return train, val
 
@@ -206,8 +235,13 @@ class Trainer:
         atomic_write_json(self.ckpt_dir / "best.json", {"epoch": epoch, "sha256": sha, **val})
 
     def _weights_meta(self, **extra: Any) -> dict[str, Any]:
-        return {"model": self.cfg.model.name, "model_kwargs": json.dumps(self.cfg.model.kwargs, sort_keys=True),
-                "dataset": self.info.name, "run": self.cfg.name, "config_hash": self.hash, **extra}
+        m, d = self.cfg.model, self.cfg.data
+        model: dict[str, Any] = ({"model": m.name, "model_kwargs": json.dumps(m.kwargs, sort_keys=True)}
+                                 if m.factory is None else
+                                 {"model": m.factory, "model_factory": m.factory,
+                                  "model_args": json.dumps(m.args or {}, sort_keys=True)})
+        data = {} if d.path is None else {"data_path": str(Path(d.path).resolve())}
+        return {**model, **data, "dataset": self.info.name, "run": self.cfg.name, "config_hash": self.hash, **extra}
 
     def _try_resume(self) -> dict[str, Any] | None:
         last = self.ckpt_dir / "last.safetensors"
@@ -305,6 +339,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
             atomic_write_text(self.run_dir / "config.yaml", config_text)
+            scaler = getattr(self.train_data, "scaler", None)
+            if scaler is not None:  # a table's feature scaling, fitted on the training rows: evaluation reuses it
+                scaler.save(self.run_dir / SCALER_FILE)
         state = self._try_resume() or {
             "epoch": 0, "step": 0, "global_step": 0, "best": None, "best_epoch": None, "sums": {}, "count": 0.0,
             "config_hash": self.hash, "objective_params": self.objective_params,
