@@ -126,7 +126,7 @@ def test_the_large_eps_check_follows_eps(run: Path) -> None:
     assert code == 0, out
     sanity = _newest(run, "best-*.json")["sanity"]
     assert sanity["large_eps"] == 1.0  # 0.5 * 0.3 / 0.1, capped at the box
-    assert sanity["large_eps_attack"] == "pgd-3 step_size=0.5 linf eps=1" and "eps=0.5" not in out
+    assert sanity["large_eps_attack"] == "pgd-3 step_size=0.1667 linf eps=1" and "eps=0.5" not in out
     base = {"attacks": [{"name": "pgd", "norm": "l2", "eps": 2.0}], "large_eps": 8.0}
     assert at_eps(base, 3.0)["large_eps"] == 12.0 and at_eps(base, 1.0)["large_eps"] == 8.0
     linf = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.3}], "large_eps": 0.5}
