@@ -431,8 +431,10 @@ def _comparison_table(report: dict[str, Any]) -> Table:
         table.add_row(row["metric"], measured, pub, row["note"])
     wt, mach = report["wall_times"], report["machine"]
     times = ", ".join(f"{k} {v:.0f}s" for k, v in wt.items() if k.endswith("_s") and isinstance(v, (int, float)))
+    versus = report.get("budget_vs_published") or {}
+    warn = f"\n[yellow]{versus['note']}[/yellow]" if versus.get("comparable") is False else ""
     table.caption = (f"published: {report['published'].get('source', 'no source given')}\n"
-                     f"{mach['device_name']}, torch {mach['torch']}, {mach['threads']} threads; {times}")
+                     f"{mach['device_name']}, torch {mach['torch']}, {mach['threads']} threads; {times}{warn}")
     return table
 
 

@@ -190,3 +190,23 @@ def test_cli_detect_and_transfer_write_their_results(tmp_path) -> None:
     assert t["names"] == ["1", "2", "en"] and t["n"] == 32
     bad = runner.invoke(app, ["detect", str(run), "--eps", "0.1,x"])
     assert bad.exit_code != 0
+
+
+def test_analysis_defaults_follow_the_runs_dataset(tmp_path) -> None:
+    """detect/transfer default to the thesis's CIFAR-10 protocol on CIFAR-10 runs (ch. 4 A8: PGD/BIM/MIM-20, eps
+    8/255, step 1/255; T6: PGD-20, step 2/255) and to the run's own training eps elsewhere, never MNIST's 0.3."""
+    import yaml
+
+    from robustlab.app.analysis import detection_defaults, transfer_defaults
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"objective": {"attack": {"norm": "linf", "eps": 0.1}}}))
+    cifar = detection_defaults(run, "cifar10")
+    assert cifar.eps == (8 / 255,) and cifar.attacks == ("pgd", "bim", "mim") and (cifar.steps, cifar.step_size) == (
+        20, 1 / 255)
+    assert transfer_defaults(run, "cifar10").step_size == 2 / 255
+    fashion = detection_defaults(run, "fashion-mnist")
+    assert fashion.eps == (0.1,) and fashion.step_size is None  # the run's training eps, step eps / 10
+    (run / "config.yaml").unlink()
+    assert transfer_defaults(run, "fashion-mnist").eps == (0.1,)  # no config: the dataset's standard radius

@@ -287,3 +287,25 @@ def test_published_caveat_names_what_overrides_changed() -> None:
     caveat = published_caveat(base, ascl)
     assert caveat is not None and "objective" in caveat and "'pgd-at' -> 'ascl'" in caveat
     assert "model" in published_caveat(base, tiny_config(model={"name": "mlp", "kwargs": {"hidden": [8]}}))
+
+
+def test_a_run_at_another_budget_is_flagged_beside_the_published_numbers() -> None:
+    """A reduced run (3 epochs on 10,000 images) read against a paper-scale number says so, with both budgets."""
+    from robustlab.app.reproduce import budget_comparison, compare_budgets, render_markdown
+    from robustlab.presets import load_preset
+
+    reduced = budget_comparison(load_preset("adr-mnist-adv", "reduced"))
+    assert reduced["comparable"] is False and reduced["compute_ratio"] > 100
+    assert reduced["run"]["training_images"] == 10_000 and reduced["published"]["epochs"] == 100
+    assert "NOT the published budget" in reduced["note"] and "3 epochs x 10,000 images" in reduced["note"]
+    paper = budget_comparison(load_preset("adr-mnist-adv", "paper"))
+    assert paper["comparable"] is True and paper["compute_ratio"] == pytest.approx(1.0)
+    assert compare_budgets(reduced["run"], None)["comparable"] is None
+    report = {"preset": "p", "scale": "reduced", "published": {"source": "s"}, "evaluation": {"file": "f"},
+              "rows": [], "budget_vs_published": reduced, "budget": {
+                  "epochs": 3, "completed_epochs": 3, "batch_size": 128, "max_steps_per_epoch": None,
+                  "train_subset": 10000, "model": "m", "dataset": "mnist", "objective": "adr", "objective_params": {},
+                  "training_attack": None, "bf16": False, "bf16_requested": False},
+              "machine": {"device_name": "cpu", "device": "cpu", "torch": "x", "threads": 1}, "wall_times": {},
+              "protocol": {}}
+    assert "**Budget:** NOT the published budget" in render_markdown(report)

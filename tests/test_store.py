@@ -241,6 +241,7 @@ def test_leaderboard_exports_and_published_column(board: ResultsStore) -> None:
         console.print(table)
     text = console.export_text()
     assert "94.30" in text and "paper" in text and "published counterpart" in text and "1 warn" in text
+    assert "94.30*" in text and "not the paper's budget" in text  # a quick-scale run marks the published number
 
 
 def test_leaderboard_command(board: ResultsStore, tmp_path: Path) -> None:

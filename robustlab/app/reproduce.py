@@ -21,6 +21,7 @@ import torch
 
 from robustlab.attacks import list_attacks
 from robustlab.attacks.config import AttackConfig
+from robustlab.core.errors import RobustlabError
 from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.labels import published_key
 from robustlab.evaluation.named import first_attack_config, protocol_entries
@@ -230,6 +231,56 @@ def budget_info(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def training_budget(train: TrainConfig, eval_cfg: EvalConfig, sizes: dict[str, int]) -> dict[str, Any]:
+    """What a budget is made of: epochs, training images, training-attack steps and evaluation points (``sizes``:
+    the number of training and test points of the dataset, for "all of them")."""
+    attack = train.objective.attack
+    images = min(train.data.train_subset or sizes["train"], sizes["train"])
+    steps_per_epoch = images // train.batch_size
+    if train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train.max_steps_per_epoch)
+        images = steps_per_epoch * train.batch_size
+    return {"epochs": train.epochs, "training_images": images,
+            "attack_steps": (attack.steps or 1) if attack is not None else 0,
+            "evaluation_points": min(eval_cfg.n or sizes["test"], sizes["test"])}
+
+
+def compare_budgets(run: dict[str, Any], published: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's budget beside the published one, the ratio of training compute (epochs x images x (attack steps
+    + 1)) and a flag when the two differ, so a reduced run is never read against a paper-scale number unawares."""
+    if published is None:
+        return {"run": run, "published": None, "comparable": None,
+                "note": "the preset has no paper scale: the published budget is not recorded"}
+    cost = {k: b["epochs"] * b["training_images"] * (b["attack_steps"] + 1) for k, b in (("run", run),
+                                                                                       ("published", published))}
+    ratio = cost["published"] / max(cost["run"], 1)
+    same = ratio < 1.05 and run["evaluation_points"] >= published["evaluation_points"]
+    note = "same budget as the published row" if same else (
+        f"NOT the published budget: {run['epochs']} epochs x {run['training_images']:,} images "
+        f"(attack {run['attack_steps']} steps), evaluated on {run['evaluation_points']:,} points, against "
+        f"{published['epochs']} x {published['training_images']:,} (attack {published['attack_steps']} steps) on "
+        f"{published['evaluation_points']:,}: about {ratio:,.0f}x less training compute, so the published numbers are "
+        "not what this run should reach")
+    return {"run": run, "published": published, "compute_ratio": ratio, "comparable": same, "note": note}
+
+
+def budget_comparison(preset: Any) -> dict[str, Any]:
+    """:func:`compare_budgets` for a resolved preset against the same row at its ``paper`` scale."""
+    from robustlab.data.resolve import as_dataset
+    from robustlab.presets import load_preset
+
+    source = preset.train.data.dataset or preset.train.data.path
+    train = as_dataset(source, "train") if preset.train.data.dataset else None
+    sizes = {"train": len(train) if train is not None else 0,
+             "test": len(as_dataset(source, "test")) if preset.train.data.dataset else 0}
+    run = training_budget(preset.train, preset.eval, sizes)
+    try:
+        paper = load_preset(preset.name, "paper")
+    except RobustlabError:
+        paper = None
+    return compare_budgets(run, None if paper is None else training_budget(paper.train, paper.eval, sizes))
+
+
 # ------------------------------------------------------------------------------------------------ plots
 def write_training_curves(run_dir: Path) -> Path | None:
     """``training_curves.png`` from ``metrics.jsonl`` (None when there are no epoch rows yet)."""
@@ -313,6 +364,9 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| metric | measured | published | note |", "|---|---:|---:|---|"]
     if report.get("published_caveat"):
         lines.insert(-2, f"**Not this preset's reproduction:** {report['published_caveat']}.\n")
+    versus = report.get("budget_vs_published") or {}
+    if versus.get("comparable") is False:
+        lines.insert(-2, f"**Budget:** {versus['note']}.\n")
     for row in report["rows"]:
         lines.append(f"| {row['metric']} | {_cell(row['measured'])} | {_cell(row['published'])} | {row['note']} |")
     b, mach, wt = report["budget"], report["machine"], report["wall_times"]
@@ -417,6 +471,7 @@ def reproduce_run(
         "published_caveat": caveat,
         "protocol": preset.eval.model_dump(mode="json", exclude_none=True),
         "budget": budget_info(preset.train, run_dir),
+        "budget_vs_published": budget_comparison(preset),
         "machine": machine_info(device),
         "versions": result.versions,
         "wall_times": wall,

@@ -131,7 +131,8 @@ def _evaluations_section(evals: list[dict[str, Any]], attacks: dict[int, list[tu
         return [*out, H.notice("None recorded.")]
     rows, attrs = [], []
     for e in evals:
-        paper = "" if e["paper_robust"] is None else f"{e['paper_robust']:.2f} (published)"
+        paper = "" if e["paper_robust"] is None else f"{e['paper_robust']:.2f} (published" + (
+            ", at the paper's budget, not this run's)" if e.get("scale") not in (None, "paper") else ")")
         sanity = "ok" if e["sanity_ok"] else f"{len(e['sanity_warnings'])} warning(s)"
         rows.append([
             H.cell(e["id"], num=True, col="id"),

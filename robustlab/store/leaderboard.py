@@ -100,14 +100,16 @@ def render_tables(rows: Sequence[dict[str, Any]], limit: int | None = None) -> l
             n = int(r["worst_case_n"] or r["n"] or 0)
             ci = wilson_half_width(r["worst_case_accuracy"], n)
             worst = f"[bold]{_pct(r['worst_case_accuracy'])}[/bold]±{100 * ci:.1f}"
-            paper = "" if r["paper_robust"] is None else f"[cyan]{r['paper_robust']:.2f}[/cyan]"
+            other_budget = "*" if r["paper_robust"] is not None and r["scale"] != "paper" else ""
+            paper = "" if r["paper_robust"] is None else f"[cyan]{r['paper_robust']:.2f}{other_budget}[/cyan]"
             sanity = "ok" if r["sanity_ok"] else f"[red]{len(r['sanity_warnings'])} warn[/red]"
             table.add_row(str(r["rank"]), r["run"] or "?", r["method"] or "?", r["protocol"] or "?", str(n),
                           _pct(r["clean_accuracy"]), worst, paper, sanity)
         more = f"; {len(group) - len(shown)} more not shown (--limit)" if len(shown) < len(group) else ""
         table.caption = ("worst case: pointwise over every attack of the protocol (measured) on n points, ± the "
                          "half-width of its 95% Wilson interval. paper: the preset's published counterpart, copied "
-                         f"from the paper, not measured here{more}")
+                         "from the paper, not measured here; * the run's scale is not the paper's budget, so the "
+                         f"published number is no target for it{more}")
         tables.append(table)
     return tables
 
