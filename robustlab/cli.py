@@ -161,6 +161,15 @@ StdOpt = Annotated[str | None, typer.Option(help="Per-channel std, with --mean."
 LabelColumnOpt = Annotated[str, typer.Option(help="Label column of a .csv table.")]
 
 
+def _radius(text: str | float) -> float:
+    """A radius given as a number or a fraction (``8/255``)."""
+    num, _, den = str(text).partition("/")
+    try:
+        return float(num) / (float(den) if den else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"expected a number or a fraction such as 8/255, got {text!r}") from None
+
+
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
     """``["width=16", "act=relu"]`` -> keyword arguments, values read as YAML scalars."""
     import yaml
@@ -184,7 +193,8 @@ def evaluate(
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(min=1, help="Number of test points (default: the protocol's).")] = None,
-    eps: Annotated[float | None, typer.Option(help="Evaluate at this eps instead (all attacks and the large-eps "
+    eps: Annotated[float | None, typer.Option(parser=_radius, help="Evaluate at this eps instead "
+                                              "(all attacks and the large-eps "
                                                    "check); required with --model.")] = None,
     norm: Annotated[str | None, typer.Option(help="linf, l2 or l1: with --eps, for a model or run that names no "
                                                   "threat model.")] = None,
@@ -253,7 +263,8 @@ def attack(
         "adversarial.safetensors"),
     name: Annotated[str, typer.Option("--attack", help="A registered attack (see list below) or autoattack-VERSION.")]
     = "pgd",
-    eps: Annotated[float, typer.Option(help="Radius of the threat model.")] = 0.3,
+    eps: Annotated[float, typer.Option(parser=_radius, help="Radius of the threat model (a number or "
+                                                                        "a fraction such as 8/255).")] = 0.3,
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     n: Annotated[int, typer.Option(min=1, help="Attack the first N points of the split.")] = 100,
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
