@@ -136,7 +136,10 @@ def train(
 
 
 def _print_outcome(outcome: Any, title: str, published: dict[str, Any] | None = None) -> None:
-    """The result table, where the result went, and any notes (a store that could not be used, say)."""
+    """The result table, where the result went, and any notes (a store that could not be used, say); under
+    torchrun only the main process prints."""
+    if not outcome.main:
+        return
     console.print(_result_table(title, outcome.result, published))
     console.print(f"result written to {outcome.path}")
     if outcome.store_id is not None:

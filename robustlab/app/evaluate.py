@@ -26,6 +26,7 @@ from robustlab.runs.user_model import load_user_model
 from robustlab.store import ResultsStore
 from robustlab.store.db import default_store_path
 from robustlab.store.record import RunInfo
+from robustlab.utils import distributed
 from robustlab.utils.device import model_device, resolve_device
 
 
@@ -39,6 +40,7 @@ class EvaluationOutcome:
     store_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     sweep_plot: Path | None = None
+    main: bool = True  # under torchrun only the main process writes and prints
 
 
 def store_for(store: str | Path | None, runs_dir: str | Path | None = None) -> Path:
@@ -107,14 +109,18 @@ def evaluate_run(run: str | Path, eval_cfg: EvalConfig, *, which: str = "best", 
         state_dir = folder / "eval" / f"state-{which}"
     else:
         state_dir = out.parent / f"{out.stem}.state"
-    ensure_writable(out.parent, "the evaluation result")
+    dist = distributed.init_distributed()  # under torchrun: the points' batches are shared out, flags gathered
+    if dist.is_main:
+        ensure_writable(out.parent, "the evaluation result")
     model, meta = load_trained_model(ckpt, which, device)
     ds = (run_data(folder, eval_cfg.split, data) if "data_path" in meta or data is not None
           else load_dataset(meta["dataset"], eval_cfg.split))
     if ds.sha256:
         meta = {**meta, "data_sha256": ds.sha256, "source": ds.source}
     result = run_protocol(model, ds, eval_cfg, model_info={"checkpoint": str(run), "which": which, **meta},
-                          show_progress=show_progress, state_dir=state_dir)
+                          show_progress=show_progress and dist.is_main, state_dir=state_dir)
+    if not dist.is_main:
+        return EvaluationOutcome(result, out, main=False)
     save_result(result, out)
     outcome = EvaluationOutcome(result, out)
     record_result(outcome, folder, store)

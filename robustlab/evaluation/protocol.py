@@ -46,7 +46,8 @@ def run_protocol(
     attacks = named_attacks(model, cfg.attacks)
     torch.manual_seed(derive_seed(cfg.seed, "eval"))
     t0 = time.perf_counter()
-    clean, flags, timings = robust_flags(model, x, y, attacks, batch_size=cfg.batch_size, show_progress=show_progress)
+    clean, flags, timings = robust_flags(model, x, y, attacks, batch_size=cfg.batch_size, show_progress=show_progress,
+                                         seed=derive_seed(cfg.seed, "eval"))
     timings["total"] = time.perf_counter() - t0
     sanity: dict[str, Any] = {}
     aa_flags: dict[str, Tensor] | None = None
@@ -63,7 +64,8 @@ def run_protocol(
             update["step_size"] = first_attack.step_size * big_eps / first_attack.eps
         big = first_attack.model_copy(update=update)
         torch.manual_seed(derive_seed(cfg.seed, "large-eps"))
-        _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size)
+        _, big_flags, _ = robust_flags(model, x, y, named_attacks(model, [big]), batch_size=cfg.batch_size,
+                                       seed=derive_seed(cfg.seed, "large-eps"))
         large_eps_accuracy = accuracy_of(next(iter(big_flags.values())))
         sanity["large_eps"] = big.eps
         sanity["large_eps_attack"] = attack_label(big)

@@ -11,8 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, predict
+from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
 from robustlab.core.validation import check_images, check_labels
+from robustlab.utils import distributed
 from robustlab.utils.progress import Progress
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,10 +48,17 @@ def robust_flags(
     *,
     batch_size: int = 256,
     show_progress: bool = False,
+    seed: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
-    """Per-sample flags: clean-correct, then robust after each attack (cumulative), and seconds per attack."""
+    """Per-sample flags: clean-correct, then robust after each attack (cumulative), and seconds per attack.
+
+    With ``seed`` every (attack, batch) runs under its own seed ``derive_seed(seed, attack, batch)``, so a batch's
+    randomness does not depend on the batches before it; under ``torchrun`` the batches are then dealt round-robin
+    to the processes and the flags gathered after each attack: N processes give the flags of one, bit for bit.
+    """
     check_images(x)
     check_labels(y, x.shape[0])
+    info = distributed.current() if seed is not None else distributed.DistInfo()
     robust = clean_correct(model, x, y, batch_size)
     clean = robust.clone()
     flags: dict[str, Tensor] = {}
@@ -57,16 +66,23 @@ def robust_flags(
     for named in attacks:
         start = time.perf_counter()
         todo = robust.nonzero().squeeze(1)
-        with Progress(total=len(todo), description=f"{named.name} ({len(todo)} robust)", enabled=show_progress) as bar:
-            chunks = todo.split(batch_size) if len(todo) else ()  # split() of an empty tensor yields one empty chunk
-            for chunk in chunks:
+        chunks = todo.split(batch_size) if len(todo) else ()  # split() of an empty tensor yields one empty chunk
+        broken = torch.zeros(len(x), dtype=torch.int32, device=x.device)
+        with Progress(total=len(todo), description=f"{named.name} ({len(todo)} robust)",
+                      enabled=show_progress and info.is_main) as bar:
+            for b, chunk in enumerate(chunks):
+                if b % info.world != info.rank:
+                    continue
+                if seed is not None:
+                    torch.manual_seed(derive_seed(seed, named.name, b))
                 x_adv = named.attack(x[chunk], y[chunk])
                 if not bool(named.threat.contains(x_adv, x[chunk]).all()):
                     raise RuntimeError(f"attack {named.name} left the threat model {named.threat}")
                 with attack_mode(model):
                     still = predict(model, x_adv, batch_size).argmax(dim=1) == y[chunk]
-                robust[chunk] = still
-                bar.advance(len(chunk), robust=int(robust.sum()))
+                broken[chunk] = (~still).to(torch.int32)
+                bar.advance(len(chunk) * info.world, robust=int(robust.sum() - broken.sum()))
+        robust &= distributed.all_reduce_tensor(broken, info) == 0
         flags[named.name] = robust.clone()
         timings[named.name] = time.perf_counter() - start
     return clean, flags, timings

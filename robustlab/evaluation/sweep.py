@@ -49,7 +49,8 @@ def run_eps_sweep(model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig, *, sh
         attack = named_attacks(model, [base.model_copy(update={"eps": float(eps)})])
         torch.manual_seed(derive_seed(cfg.seed, "eval"))  # the seed a single-attack protocol at this eps uses
         t0 = time.perf_counter()
-        _, flags, _ = robust_flags(model, xs, ys, attack, batch_size=cfg.batch_size, show_progress=show_progress)
+        _, flags, _ = robust_flags(model, xs, ys, attack, batch_size=cfg.batch_size, show_progress=show_progress,
+                                   seed=derive_seed(cfg.seed, "eval"))
         accuracy[eps_key(eps)] = accuracy_of(flags[attack[0].name])
         timings[eps_key(eps)] = time.perf_counter() - t0
     described = base.model_dump(exclude_none=True, exclude={"eps"})

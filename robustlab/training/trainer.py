@@ -14,6 +14,7 @@ objective owns (``Objective.modules``, e.g. ASCL's projection head) travel in th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -40,7 +41,6 @@ from robustlab.io.hashing import stable_config_hash
 from robustlab.models import create_model
 from robustlab.runs.folder import SCALER_FILE
 from robustlab.runs.user_model import build_model
-from robustlab.training import distributed as D
 from robustlab.training.checkpointing import (
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -50,6 +50,7 @@ from robustlab.training.checkpointing import (
 from robustlab.training.config import TrainConfig
 from robustlab.training.objectives import Objective, create_objective
 from robustlab.training.schedules import lr_factor
+from robustlab.utils import distributed as D
 from robustlab.utils.device import autocast_context, effective_bf16, resolve_device
 from robustlab.utils.progress import Progress
 
@@ -240,7 +241,8 @@ class Trainer:
                                  if m.factory is None else
                                  {"model": m.factory, "model_factory": m.factory,
                                   "model_args": json.dumps(m.args or {}, sort_keys=True)})
-        data = {} if d.path is None else {"data_path": str(Path(d.path).resolve())}
+        data = {} if d.path is None else {"data_path": str(Path(d.path).resolve()),
+                                          "dataset_info": json.dumps(dataclasses.asdict(self.info))}
         return {**model, **data, "dataset": self.info.name, "run": self.cfg.name, "config_hash": self.hash, **extra}
 
     def _try_resume(self) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -11,9 +12,14 @@ from robustlab.core.errors import ConfigError
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or None) is CUDA when available, else the CPU; an explicit CUDA device that is missing is an error."""
-    if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` (or None) is CUDA when available, else the CPU; an explicit CUDA device that is missing is an error.
+    Under torchrun each process takes the GPU of its ``LOCAL_RANK``."""
+    local_rank = os.environ.get("LOCAL_RANK")  # torchrun: one GPU per process
+    if name is None or str(name) in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
+        if str(name) != "cuda":
+            return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:

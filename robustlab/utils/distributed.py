@@ -1,6 +1,6 @@
-"""Data parallelism with torch.distributed under ``torchrun`` (gloo on CPU, nccl on GPU).
+"""Several processes under ``torchrun`` (gloo on CPU, nccl on GPU): data-parallel training and sharded evaluation.
 
-Gradients are averaged with one coalesced all-reduce after ``backward`` instead of wrapping the model in
+Training: gradients are averaged with one coalesced all-reduce after ``backward`` instead of wrapping the model in
 DistributedDataParallel: objectives run several forward passes per step (attacks, clean + adversarial terms,
 AWP's perturbed weights), which DDP's reducer hooks do not allow. With equal local batches the averaged
 gradient equals the single-process gradient of the global mean loss.
@@ -72,6 +72,20 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_tensor(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor across ranks (in place; returned for convenience). Sums on the CPU for gloo."""
+    if info.world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def current() -> DistInfo:
+    """This process's place in an already joined process group (world 1 outside torchrun)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(world=dist.get_world_size(), rank=dist.get_rank())
 
 
 def shutdown(info: DistInfo) -> None:
