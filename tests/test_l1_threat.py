@@ -1,5 +1,5 @@
 """The L1 threat model: the exact projection onto the L1 ball intersected with the box, APGD-L1 (CE, DLR, targeted,
-the large-eps schedule) and (when installed) agreement with the reference implementation."""
+the large-eps schedule), FAB and FAB-T in L1 and (when installed) agreement with the reference implementation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.apgd import APGD, APGDDLR, APGDTargeted, large_eps_schedule
+from robustlab.attacks.fab import FAB, FABTargeted, project_hyperplane_box
 from robustlab.core.errors import InputError
 from robustlab.core.threat import ThreatModel, project_l1_ball, project_l1_box
 
@@ -173,3 +174,42 @@ def test_large_eps_schedule_and_its_checks() -> None:
         APGD(model, ThreatModel("linf", 0.1), use_largereps=True)
     with pytest.raises(InputError, match="steps >= 3"):
         APGD(model, ThreatModel("l1", 1.0), steps=2, use_largereps=True)
+
+
+def test_l1_hyperplane_step_by_hand_and_against_reference() -> None:
+    """The minimal-L1 step fills the largest |w| first; it equals the reference's projection_l1 (box faces and
+    unreachable hyperplanes included)."""
+    p = torch.tensor([[0.5, 0.5, 0.5]])
+    d = project_hyperplane_box(p, torch.tensor([[3.0, -2.0, 1.0]]), torch.tensor([2.0]), "l1")
+    torch.testing.assert_close(d, torch.tensor([[0.5, -0.25, 0.0]]))
+    d = project_hyperplane_box(p, torch.tensor([[3.0, -2.0, 0.0]]), torch.tensor([-9.0]), "l1")  # unreachable
+    torch.testing.assert_close(d, torch.tensor([[-0.5, 0.5, 0.0]]))
+    reference = pytest.importorskip("pyautoattack.fab_projections")
+    g = torch.Generator().manual_seed(3)
+    for dim in (1, 3, 7, 200):
+        t = torch.rand(300, dim, generator=g)
+        t[:, : dim // 3] = torch.randint(0, 2, (300, dim // 3), generator=g).float()
+        w = torch.randn(300, dim, generator=g)
+        b = (w * t).sum(1) + torch.randn(300, generator=g) * 0.3 * dim**0.5
+        ours = project_hyperplane_box(t, w, b - (w * t).sum(1), "l1")
+        torch.testing.assert_close(ours, reference.projection_l1(t.clone(), w.clone(), b.clone()), atol=1e-5, rtol=0)
+        assert ((t + ours) >= 0).all() and ((t + ours) <= 1).all()
+
+
+@pytest.mark.parametrize("cls", [FAB, FABTargeted])
+def test_fab_l1_in_ball_and_agrees_with_reference(trained, cls) -> None:
+    """FAB and FAB-T in L1 stay in the ball and box, and match the reference's robust accuracy within 2 points."""
+    model, x, y = trained
+    eps = 1.0
+    threat = ThreatModel("l1", eps)
+    kwargs = {"n_target_classes": 3} if cls is FABTargeted else {}
+    ours = cls(model, threat, steps=50, seed=0, **kwargs)(x, y)
+    assert threat.contains(ours, x).all()
+    restarted = cls(model, threat, steps=5, restarts=2, seed=0, **kwargs)(x[:20], y[:20])
+    assert threat.contains(restarted, x[:20]).all()
+    fab_pt = pytest.importorskip("pyautoattack.fab_pt")
+    ref = fab_pt.FABAttack_PT(model, norm="L1", n_iter=50, eps=eps, seed=0, device="cpu",
+                              targeted=cls is FABTargeted, **kwargs).perturb(x, y)
+    ours_acc, ref_acc = _accuracy(model, ours, y), _accuracy(model, ref, y)
+    assert 0.1 < ref_acc < _accuracy(model, x, y) - 0.1, "eps should leave both broken and robust points"
+    assert abs(ours_acc - ref_acc) <= 0.02 + 1e-9, (ours_acc, ref_acc)
