@@ -213,3 +213,34 @@ def test_fab_l1_in_ball_and_agrees_with_reference(trained, cls) -> None:
     ours_acc, ref_acc = _accuracy(model, ours, y), _accuracy(model, ref, y)
     assert 0.1 < ref_acc < _accuracy(model, x, y) - 0.1, "eps should leave both broken and robust points"
     assert abs(ours_acc - ref_acc) <= 0.02 + 1e-9, (ours_acc, ref_acc)
+
+
+def test_configs_refuse_an_attack_at_a_norm_it_lacks() -> None:
+    """Every attack declares its norms; configs check them when read, naming the attack and its norms, so an
+    evaluation never fails after other attacks ran. Direct construction refuses the same way."""
+    from robustlab.attacks import get_attack_class, list_attacks
+    from robustlab.attacks.config import AttackConfig
+    from robustlab.attacks.rfgsm import RFGSM
+    from robustlab.core.config import parse_config
+    from robustlab.core.errors import ConfigError
+    from robustlab.core.threat import NORMS
+    from robustlab.evaluation.config import EvalConfig
+
+    for name in list_attacks():
+        norms = get_attack_class(name).norms
+        assert norms and set(norms) <= set(NORMS), (name, norms)
+    assert get_attack_class("rfgsm").norms == ("linf",) and get_attack_class("deepfool").norms == ("linf", "l2")
+    for name in ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "pgd"):
+        assert AttackConfig(name=name, norm="l1", eps=1.0).norm == "l1"
+    attacks = [{"name": "pgd", "norm": "l1", "eps": 1.0}, {"name": "deepfool", "norm": "l1", "eps": 1.0}]
+    with pytest.raises(ConfigError, match=r"'deepfool' supports the linf, l2 norm\(s\), not 'l1'"):
+        parse_config({"attacks": attacks}, EvalConfig)
+    with pytest.raises(ConfigError, match=r"'rfgsm' supports the linf norm\(s\), not 'l2'"):
+        parse_config({"attacks": [{"name": "rfgsm", "norm": "l2", "eps": 0.5}]}, EvalConfig)
+    custom = {"version": "custom", "norm": "l1", "eps": 1.0, "attacks": ["apgd-ce", "bb"]}
+    with pytest.raises(ConfigError, match=r"'bb' supports the linf, l2 norm\(s\), not 'l1'"):
+        parse_config({"autoattack": custom}, EvalConfig)
+    custom["attacks"] = ["apgd-ce", "apgd-t", "fab-t"]
+    assert parse_config({"autoattack": custom}, EvalConfig).autoattack.attacks == custom["attacks"]
+    with pytest.raises(InputError, match="RFGSM supports the linf norm"):
+        RFGSM(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), ThreatModel("l1", 1.0))

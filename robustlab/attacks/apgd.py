@@ -111,7 +111,7 @@ class APGD(Attack):
     """
 
     supports_targeted = False
-    norms: tuple[str, ...] = ("linf", "l2", "l1")
+    norms = ("linf", "l2", "l1")
 
     def __init__(
         self,
@@ -130,9 +130,6 @@ class APGD(Attack):
         if loss not in ("ce", "dlr"):
             raise InputError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
         super().__init__(model, threat, loss=loss, eot_samples=eot_samples)
-        if threat.norm not in self.norms:
-            raise InputError(f"{type(self).__name__} supports the {', '.join(self.norms)} threat models; "
-                             f"{threat.norm} is not supported")
         self.steps = _check_count(steps, "steps")
         self.use_largereps = bool(use_largereps)
         if self.use_largereps and threat.norm != "l1":
