@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "store_speed": ("perf/store_speed.py", ["--repeats", "3"]),
     "cw_minnorm": ("checks/cw_minnorm.py", []),
     "udr_soft_ball_stats": ("checks/udr_soft_ball_stats.py", []),
+    "l1_vs_reference": ("checks/l1_vs_reference.py", []),
 }
 # need a trained run folder as their first argument
 NEEDS_RUN: dict[str, str] = {

@@ -104,8 +104,8 @@ def test_output_in_ball_and_box(name: str, norm: str, n: int, eps: float, binary
 
 def test_bad_settings_are_refused() -> None:
     model = _tiny_linear()
-    with pytest.raises(InputError, match="not supported"):
-        APGD(model, ThreatModel("l1", 1.0))
+    with pytest.raises(InputError, match="L1 schedule"):
+        APGD(model, ThreatModel("linf", 0.1), use_largereps=True)
     with pytest.raises(InputError):
         APGD(model, ThreatModel("linf", 0.1), loss="cw")
     with pytest.raises(InputError):

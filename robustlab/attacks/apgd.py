@@ -13,6 +13,17 @@ The checkpoint schedule, the random start and the "at most" in condition 1 follo
 (fra31/auto-attack). Per sample the attack returns the first iterate that fools the model, otherwise the highest-loss
 iterate. Restarts (and, for APGD-T, target classes) run only on samples not fooled yet.
 
+L1 (Croce & Hein 2021, "Mind the box", the reference's APGD-L1) differs: the start is the projection of ``x + N(0, I)``
+onto the L1 ball intersected with the box, there is no momentum, and each step moves along the sign of the gradient
+restricted to its ``k`` largest-magnitude coordinates, ``x' = P(x + eta s / ||s||_1)``, with ``P`` the exact projection
+onto ball and box. The sparsity adapts: ``k = 0.2 d`` at first; every ``max(0.04 steps, 1)`` steps ``k`` becomes
+``||x_best - x||_0 / 1.5``, and a sample whose best point got sparser by more than 5% has its step reset to
+``eta_0 = eps`` and its iterate and gradient reset to the best ones, while the others divide the step by 1.5 (never
+below ``eps / 10``). ``use_largereps`` runs the reference's schedule ``3 eps -> 2 eps -> eps`` over ``30%, 30%,
+40%`` of the steps, each stage starting at the previous stage's best point projected onto the smaller ball (the first
+at a Gaussian point projected onto the ``3 eps`` ball) with ``k`` set from that point's sparsity; only the last
+stage's (radius ``eps``) successes count.
+
 APGD-T (the targeted variant inside AutoAttack) runs one APGD per target class ``t`` among the ``n_target_classes``
 highest-scoring non-true classes of the clean input, maximising the targeted DLR loss
 ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``; it succeeds as soon as the prediction is not ``y``.
@@ -34,6 +45,12 @@ from robustlab.core.threat import ThreatModel
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM goes to the previous displacement
 INITIAL_STEP = 2.0  # eta_0 = 2 * eps
+L1_INITIAL_STEP = 1.0  # eta_0 = eps in L1
+L1_CHECK_EVERY = 0.04  # L1 checkpoints every max(0.04 * steps, 1) steps
+L1_SPARSITY = 0.2  # fraction of coordinates of the first L1 steps
+L1_STEP_DECAY = 1.5  # step divisor at an L1 checkpoint without a sparser best point (also k = ||delta||_0 / 1.5)
+L1_MIN_STEP = 10.0  # the L1 step never drops below eta_0 / 10
+LARGE_EPS = ((3.0, 0.3), (2.0, 0.3), (1.0, 0.4))  # use_largereps: (radius / eps, fraction of the steps)
 
 
 def checkpoint_lengths(steps: int) -> list[int]:
@@ -47,6 +64,18 @@ def checkpoint_lengths(steps: int) -> list[int]:
         total += k
         k = max(k - shrink, minimum)
     return lengths
+
+
+def large_eps_schedule(steps: int) -> list[tuple[float, int]]:
+    """The reference's ``use_largereps`` stages ``(radius factor, steps)``: ceil(0.3 s), ceil(0.3 s), the rest."""
+    iters = [math.ceil(frac * steps) for _, frac in LARGE_EPS[:-1]]
+    iters.append(steps - sum(iters))
+    return [(factor, n) for (factor, _), n in zip(LARGE_EPS, iters)]
+
+
+def l0_norm(delta: Tensor) -> Tensor:
+    """Number of nonzero coordinates per sample, as float (the L1 sparsity schedule divides it)."""
+    return (delta.reshape(delta.shape[0], -1) != 0).sum(dim=1).to(delta.dtype)
 
 
 def targeted_dlr(logits: Tensor, pair: Tensor) -> Tensor:
@@ -71,16 +100,18 @@ def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 class APGD(Attack):
-    """``APGD(model, threat, steps=100, restarts=1, loss="ce")``: untargeted Auto-PGD, L-inf and L2.
+    """``APGD(model, threat, steps=100, restarts=1, loss="ce")``: untargeted Auto-PGD, L-inf, L2 and L1.
 
     ``loss`` is ``"ce"`` (APGD-CE) or ``"dlr"`` (APGD-DLR); ``eot_samples`` averages gradients over that many passes
     of a stochastic model (AutoAttack's ``rand`` version uses 20). ``seed`` makes the random starts reproducible
     without touching the global generator; ``None`` draws from torch's global generator. ``max_loss=True`` returns
     each sample's highest-loss iterate over all restarts instead of the first fooling one (the reference's
-    ``best_loss`` mode: loss maximisation rather than evaluation).
+    ``best_loss`` mode: loss maximisation rather than evaluation). ``use_largereps`` (L1 only, ``steps >= 3``) runs
+    each restart as the ``3 eps -> 2 eps -> eps`` schedule, as AutoAttack's L1 ``standard`` version does.
     """
 
     supports_targeted = False
+    norms = ("linf", "l2", "l1")
 
     def __init__(
         self,
@@ -94,13 +125,17 @@ class APGD(Attack):
         eot_samples: int = 1,
         seed: int | None = None,
         max_loss: bool = False,
+        use_largereps: bool = False,
     ) -> None:
         if loss not in ("ce", "dlr"):
             raise InputError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
         super().__init__(model, threat, loss=loss, eot_samples=eot_samples)
-        if threat.norm not in ("linf", "l2"):
-            raise InputError(f"APGD supports the linf and l2 threat models; {threat.norm} is not supported")
         self.steps = _check_count(steps, "steps")
+        self.use_largereps = bool(use_largereps)
+        if self.use_largereps and threat.norm != "l1":
+            raise InputError(f"use_largereps is the L1 schedule (3 eps -> 2 eps -> eps); the threat is {threat.norm}")
+        if self.use_largereps and self.steps < 3:
+            raise InputError(f"use_largereps splits the steps over 3 radii and needs steps >= 3, got {steps}")
         self.restarts = _check_count(restarts, "restarts")
         if not 0.0 < float(rho) < 1.0:
             raise InputError(f"rho must lie in (0, 1), got {rho}")
@@ -113,7 +148,7 @@ class APGD(Attack):
         return (
             f"{type(self).__name__}({self.threat}, steps={self.steps}, restarts={self.restarts}, "
             f"loss={self.loss_name!r}, rho={self.rho}, eot={self.eot_samples}, seed={self.seed}, "
-            f"max_loss={self.max_loss})"
+            f"max_loss={self.max_loss}, use_largereps={self.use_largereps})"
         )
 
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -174,6 +209,8 @@ class APGD(Attack):
 
     def _run(self, x: Tensor, y: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One APGD run; returns (first fooling iterate else best-loss iterate, fooled, best loss)."""
+        if self.threat.norm == "l1":
+            return self._run_l1_restart(x, y, label)
         x_adv = self._start(x)
         grad, loss, logits = self.gradient(x_adv, label)
         fooled = logits.argmax(dim=1) != y
@@ -218,6 +255,72 @@ class APGD(Attack):
         return _where(fooled, x_fool, x_best), fooled, loss_best
 
 
+    def _run_l1_restart(self, x: Tensor, y: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One L1 restart: a single run at eps, or the large-eps schedule (only the last stage's successes count)."""
+        noise = sharded_rand(x.shape, dtype=x.dtype, device=x.device, normal=True)
+        if not self.use_largereps:
+            x_best, fooled, loss_best, x_fool = self._run_l1(x, y, label, self.threat, self.steps, x + noise, False)
+        else:
+            x_init = x + noise
+            for factor, steps in large_eps_schedule(self.steps):
+                threat = ThreatModel("l1", factor * self.threat.eps)
+                x_init, fooled, loss_best, x_fool = self._run_l1(x, y, label, threat, steps, x_init, True)
+            x_best = x_init
+        if self.max_loss:
+            return x_best, fooled, loss_best
+        return _where(fooled, x_fool, x_best), fooled, loss_best
+
+    def _run_l1(
+        self, x: Tensor, y: Tensor, label: Tensor, threat: ThreatModel, steps: int, x_init: Tensor, warm: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """APGD-L1 at ``threat``'s radius from the projection of ``x_init``; ``warm``: k from the start's sparsity.
+
+        Returns (best-loss iterate, fooled, best loss, first fooling iterate).
+        """
+        n = x.shape[0]
+        n_fts = x[0].numel()
+        x_adv = threat.project(x_init, x)
+        grad, loss, logits = self.gradient(x_adv, label)
+        fooled = logits.argmax(dim=1) != y
+        x_fool = x_adv.clone()
+        x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss.clone()
+        eta0 = L1_INITIAL_STEP * threat.eps
+        step = torch.full((n,), eta0, dtype=x.dtype, device=x.device)
+        if warm:
+            sp_old = l0_norm(x_adv - x)
+            topk = sp_old / n_fts / L1_STEP_DECAY
+        else:
+            topk = torch.full((n,), L1_SPARSITY, dtype=x.dtype, device=x.device)
+            sp_old = torch.full_like(topk, float(n_fts))
+        check_every = max(int(L1_CHECK_EVERY * steps), 1)
+        rows = torch.arange(n, device=x.device)
+        for i in range(steps):
+            flat = grad.reshape(n, -1)
+            kth = ((1.0 - topk) * n_fts).clamp(0, n_fts - 1).long()  # threshold rank in the ascending |g| order
+            thresh = flat.abs().sort(dim=1).values[rows, kth]
+            direction = flat.sign() * (flat.abs() >= thresh[:, None])
+            direction = direction / (direction.abs().sum(dim=1, keepdim=True) + 1e-10)
+            x_adv = threat.project(x_adv + _per_sample(step, x) * direction.view_as(x), x)
+            grad, loss, logits = self.gradient(x_adv, label)
+            newly = (logits.argmax(dim=1) != y) & ~fooled
+            x_fool = _where(newly, x_adv, x_fool)
+            fooled = fooled | newly
+            improved = loss > loss_best
+            x_best = _where(improved, x_adv, x_best)
+            grad_best = _where(improved, grad, grad_best)
+            loss_best = torch.where(improved, loss, loss_best)
+            if (i + 1) % check_every == 0:
+                sp_curr = l0_norm(x_best - x)
+                sparser = sp_curr / sp_old < 0.95
+                topk = sp_curr / n_fts / L1_STEP_DECAY
+                step = torch.where(sparser, torch.full_like(step, eta0), step / L1_STEP_DECAY)
+                step = step.clamp(eta0 / L1_MIN_STEP, eta0)
+                sp_old = sp_curr
+                x_adv = _where(sparser, x_best, x_adv)
+                grad = _where(sparser, grad_best, grad)
+        return x_best, fooled, loss_best, x_fool
+
+
 register_attack("apgd-ce", APGD)
 
 
@@ -237,10 +340,11 @@ class APGDDLR(APGD):
         eot_samples: int = 1,
         seed: int | None = None,
         max_loss: bool = False,
+        use_largereps: bool = False,
     ) -> None:
         super().__init__(
             model, threat, steps=steps, restarts=restarts, loss=loss, rho=rho, eot_samples=eot_samples, seed=seed,
-            max_loss=max_loss,
+            max_loss=max_loss, use_largereps=use_largereps,
         )
 
 
@@ -263,9 +367,11 @@ class APGDTargeted(APGD):
         rho: float = 0.75,
         eot_samples: int = 1,
         seed: int | None = None,
+        use_largereps: bool = False,
     ) -> None:
         super().__init__(
-            model, threat, steps=steps, restarts=restarts, loss="ce", rho=rho, eot_samples=eot_samples, seed=seed
+            model, threat, steps=steps, restarts=restarts, loss="ce", rho=rho, eot_samples=eot_samples, seed=seed,
+            use_largereps=use_largereps,
         )
         self.n_target_classes = _check_count(n_target_classes, "n_target_classes")
         self.loss_name = "dlr-targeted"

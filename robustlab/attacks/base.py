@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks.losses import LossFn, get_loss
 from robustlab.core.errors import InputError
-from robustlab.core.threat import ThreatModel
+from robustlab.core.threat import NORMS, ThreatModel
 from robustlab.core.validation import check_images, check_labels, check_logits, check_module, check_positive
 
 
@@ -70,6 +70,12 @@ def input_gradient(
     return grad_sum / eot_samples, obj_sum / eot_samples, logits_sum / eot_samples
 
 
+def check_norm(cls: type[Attack], norm: str) -> None:
+    """Refuse a threat-model norm the attack class does not declare in ``norms``, naming the ones it has."""
+    if norm not in cls.norms:
+        raise InputError(f"attack {cls.__name__} supports the {', '.join(cls.norms)} norm(s), not {norm}")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     """Logits of ``model`` on ``x`` in chunks, without gradients (the model's mode is left to the caller)."""
@@ -96,6 +102,8 @@ class Attack:
     """
 
     supports_targeted: bool = True
+    #: The threat-model norms the attack implements; a config naming it at another norm is refused when it is read.
+    norms: tuple[str, ...] = NORMS
     #: Constructor settings no signature shows (forwarded through ``**options`` to an options model).
     extra_settings: frozenset[str] = frozenset()
 
@@ -109,6 +117,7 @@ class Attack:
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise InputError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        check_norm(type(self), threat.norm)
         check_positive(eot_samples, "eot_samples")
         check_module(model)
         self.model = model

@@ -60,6 +60,8 @@ class BrendelBethge(BoundarySearchAttack):
     original trust-region solver. L-inf and L2.
     """
 
+    norms = ("linf", "l2")
+
     def __init__(
         self,
         model: nn.Module,
@@ -73,8 +75,6 @@ class BrendelBethge(BoundarySearchAttack):
         n_classes: int = 3,
     ) -> None:
         super().__init__(model, threat, loss="cw")
-        if threat.norm not in ("linf", "l2"):
-            raise InputError(f"BrendelBethge supports the linf and l2 norms, got {threat.norm!r}")
         if init_attack is not None and init_eps is not None:
             raise InputError("pass either init_attack or init_eps, not both")
         self.steps = _check_count(steps, "steps")

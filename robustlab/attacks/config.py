@@ -3,8 +3,9 @@
 ``AttackConfig`` carries the threat model, the settings every iterative attack shares under one vocabulary
 (``steps``, ``step_size``, ``restarts``, ``random_start``, ``loss``, ``eot_samples``) and any other keyword the
 attack's constructor takes (Square's ``queries``, APGD-T's ``n_target_classes``, CW's ``binary_search_steps``).
-Every setting is checked against the registered class's signature when the config is read, so a typo or a setting
-the attack does not take fails with the list of valid settings before anything runs.
+Every setting is checked against the registered class's signature, and the norm against the class's ``norms``, when
+the config is read, so a typo, a setting the attack does not take or a norm it does not implement fails (with the
+valid ones) before anything runs.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class AttackConfig(BaseModel):
             cls = get_attack_class(self.name)
         except KeyError as exc:  # UnknownNameError: the message lists the registered attacks
             raise ValueError(str(exc)) from None
+        if self.norm not in cls.norms:
+            raise ValueError(f"attack {self.name!r} supports the {', '.join(cls.norms)} norm(s), not {self.norm!r}")
         valid = attack_settings(cls)
         unknown = sorted(k for k, v in self.settings().items() if k not in valid)
         if unknown:

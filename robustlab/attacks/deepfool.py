@@ -19,7 +19,6 @@ from robustlab.attacks.cw import MinNormAttack, _rows
 from robustlab.attacks.multitarget import target_order
 from robustlab.attacks.pgd import _check_count
 from robustlab.attacks.registry import register_attack
-from robustlab.core.errors import InputError
 from robustlab.core.threat import ThreatModel
 from robustlab.core.validation import check_positive
 
@@ -41,6 +40,7 @@ class DeepFool(MinNormAttack):
     """``DeepFool(model, ThreatModel("l2" or "linf", eps), steps=50, overshoot=0.02, n_candidates=10)``; untargeted."""
 
     supports_targeted = False
+    norms = ("linf", "l2")
 
     def __init__(
         self,
@@ -53,8 +53,6 @@ class DeepFool(MinNormAttack):
         eot_samples: int = 1,
     ) -> None:
         super().__init__(model, threat, loss="cw", eot_samples=eot_samples)
-        if threat.norm not in ("l2", "linf"):
-            raise InputError(f"DeepFool supports L2 and L-inf threat models, got {threat}")
         self.steps = _check_count(steps, "steps")
         self.n_candidates = _check_count(n_candidates, "n_candidates")
         check_positive(overshoot, "overshoot", allow_zero=True)

@@ -1,7 +1,7 @@
-"""FAB, the Fast Adaptive Boundary attack (Croce & Hein 2020), L-inf and L2, untargeted and FAB-T.
+"""FAB, the Fast Adaptive Boundary attack (Croce & Hein 2020), L-inf, L2 and L1, untargeted and FAB-T.
 
 Each step linearises the decision boundary at the iterate ``x1``, projects both ``x1`` and the original ``x0`` onto
-that hyperplane intersected with the [0, 1] box (exactly, with the minimal L-inf or L2 step), and moves to the
+that hyperplane intersected with the [0, 1] box (exactly, with the minimal L-inf, L2 or L1 step), and moves to the
 convex combination ``(1 - a)(x1 + eta d1) + a (x0 + eta d2)`` with ``a = min(|d1| / (|d1| + |d2|), alpha_max)``: the
 pull towards ``x0`` keeps the result close to the original. Every adversarial iterate is recorded if it is the
 smallest so far and then pulled back, ``x1 <- x0 + beta (x1 - x0)``, to search for a closer boundary point.
@@ -46,13 +46,37 @@ def _check_count(value: int, name: str) -> int:
     return int(value)
 
 
+def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor) -> Tensor:
+    """Minimal-L1 step ``d`` with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
+
+    L1 buys the most ``w . d`` per unit on the coordinates of largest ``|w|``: they move to the box edge along
+    ``sign(w)`` in that order until one, moved part way, closes the gap (the reference's ``projection_l1``). Where the
+    hyperplane cannot be reached inside the box every coordinate with ``w_i != 0`` goes to its edge.
+    """
+    sign = torch.where(c < 0, -1.0, 1.0).to(p.dtype)
+    w, c = w * sign[:, None], c * sign
+    aw = w.abs()
+    room = torch.where(w > 0, 1.0 - p, p).clamp_min(0.0)
+    aw_sorted, order = aw.sort(dim=1, descending=True)
+    room_sorted = room.gather(1, order)
+    gain = (aw_sorted * room_sorted).cumsum(1)  # w . d with the first j coordinates at their edge
+    m = (gain < c[:, None]).sum(1, keepdim=True)  # coordinates moved all the way
+    rank = torch.arange(p.shape[1], device=p.device)[None]
+    before = torch.where(m > 0, gain.gather(1, (m - 1).clamp_min(0)), torch.zeros_like(c[:, None]))
+    partial = (c[:, None] - before) / aw_sorted.gather(1, m.clamp_max(p.shape[1] - 1)).clamp_min(1e-30)
+    amount = torch.where(rank < m, room_sorted, torch.where(rank == m, torch.minimum(partial, room_sorted), 0.0))
+    return torch.sign(w) * torch.zeros_like(amount).scatter(1, order, amount)
+
+
 def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor:
-    """Minimal-norm step ``d`` (L-inf or L2) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
+    """Minimal-norm step ``d`` (L-inf, L2 or L1) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
 
     With the box, the optimum is ``d_i = sign(w_i) min(s k_i, room_i)`` (``k_i = 1`` for L-inf, ``|w_i|`` for L2);
     ``w . d`` is piecewise linear and increasing in ``s``, so sorting its breakpoints finds ``s`` exactly. Where the
     hyperplane cannot be reached inside the box the step goes as far towards it as the box allows.
     """
+    if norm == "l1":
+        return project_hyperplane_box_l1(p, w, c)
     sign = torch.where(c < 0, -1.0, 1.0).to(p.dtype)
     w, c = w * sign[:, None], c * sign
     aw = w.abs()
@@ -80,7 +104,8 @@ def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor
 
 
 def _random_sphere(shape: torch.Size, norm: str, gen: torch.Generator | None, like: Tensor) -> Tensor:
-    """Random points on the unit L-inf or L2 sphere, drawn on the CPU so a seed gives the same points everywhere."""
+    """Random points on the unit L-inf, L2 or L1 sphere (L2 and L1 normalise a Gaussian, as the reference does),
+    drawn on the CPU so a seed gives the same points everywhere."""
     t = torch.rand(shape, generator=gen) * 2 - 1 if norm == "linf" else torch.randn(shape, generator=gen)
     t = t / lp_norm(t, norm).clamp_min(1e-12).reshape(-1, *([1] * (len(shape) - 1)))
     return t.to(device=like.device, dtype=like.dtype)
@@ -88,6 +113,8 @@ def _random_sphere(shape: torch.Size, norm: str, gen: torch.Generator | None, li
 
 class _FABBase(BoundarySearchAttack):
     """Shared FAB machinery: one run, restarts, the eps cut; subclasses say which boundary to project onto."""
+
+    norms = ("linf", "l2", "l1")
 
     def __init__(
         self,
@@ -102,8 +129,6 @@ class _FABBase(BoundarySearchAttack):
         seed: int | None = None,
     ) -> None:
         super().__init__(model, threat)
-        if threat.norm not in ("linf", "l2"):
-            raise InputError(f"{type(self).__name__} supports the linf and l2 norms, got {threat.norm!r}")
         self.steps = _check_count(steps, "steps")
         self.restarts = _check_count(restarts, "restarts")
         if not 0.0 <= float(alpha_max) <= 1.0:
@@ -197,7 +222,9 @@ class _FABBase(BoundarySearchAttack):
         return self.threat.norm
 
     def _dual_norm(self, g: Tensor) -> Tensor:
-        """Dual norm of gradients along the last dim: L1 for L-inf distances, L2 for L2."""
+        """Dual norm of gradients along the last dim: L1 for L-inf distances, L2 for L2, L-inf for L1."""
+        if self._n == "l1":
+            return g.abs().amax(-1)
         return g.abs().sum(-1) if self._n == "linf" else g.norm(p=2, dim=-1)
 
 

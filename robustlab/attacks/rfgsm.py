@@ -20,6 +20,8 @@ from robustlab.core.threat import ThreatModel
 class RFGSM(Attack):
     """``RFGSM(model, threat, alpha=eps/2)``: a random sign step of ``alpha``, then FGSM with ``eps - alpha``."""
 
+    norms = ("linf",)  # R+FGSM is defined for L-inf only
+
     def __init__(
         self,
         model: nn.Module,
@@ -30,8 +32,6 @@ class RFGSM(Attack):
         eot_samples: int = 1,
     ) -> None:
         super().__init__(model, threat, loss=loss, eot_samples=eot_samples)
-        if threat.norm != "linf":
-            raise InputError(f"R+FGSM is defined for L-inf only, got {threat}")
         alpha = threat.eps / 2 if alpha is None else float(alpha)
         if not (0.0 <= alpha < threat.eps):
             raise InputError(f"alpha must lie in [0, eps) = [0, {threat.eps:g}), got {alpha}")

@@ -58,6 +58,37 @@ def project_l1_ball(delta: Tensor, eps: Tensor | float) -> Tensor:
     return out.view_as(delta)
 
 
+def project_l1_box(delta: Tensor, x: Tensor, eps: Tensor | float) -> Tensor:
+    """Exact Euclidean projection of ``x + delta`` onto {L1 ball of radius eps around x} & [0, 1], as a perturbation.
+
+    Projecting onto the ball and then clipping to the box is not the projection onto their intersection (and wastes
+    budget on coordinates the box cuts). The solution is ``sign(d_i) clip(|d_i| - lam, 0, u_i)`` with ``u_i`` the room
+    the box leaves along ``sign(d_i)`` and ``lam >= 0`` the smallest value keeping the L1 norm <= eps (Croce & Hein
+    2021, "Mind the box"). The norm is piecewise linear and non-increasing in ``lam`` with breakpoints
+    ``|d_i| - u_i`` and ``|d_i|``: sorting them gives ``lam`` exactly (the reference bisects over the same list).
+    """
+    flat, xf = _flat(delta), _flat(x)
+    n = flat.shape[0]
+    work = torch.float32 if flat.device.type == "mps" else torch.float64  # the breakpoint sums need the precision
+    d, xw = flat.to(work), xf.to(work)
+    eps_t = torch.as_tensor(eps, dtype=work, device=flat.device).expand(n)
+    a = d.abs()
+    room = torch.where(d >= 0, 1.0 - xw, xw).clamp_min(0.0)
+    points = torch.cat((a - room, a), dim=1)
+    slope_change = torch.cat((-torch.ones_like(a), torch.ones_like(a)), dim=1)
+    points, order = points.sort(dim=1)
+    slope = slope_change.gather(1, order).cumsum(dim=1)  # d norm / d lam just after each breakpoint
+    gaps = points.diff(dim=1)
+    values = room.sum(dim=1, keepdim=True) + torch.cat(
+        (torch.zeros_like(points[:, :1]), (slope[:, :-1] * gaps).cumsum(dim=1)), dim=1)  # norm at each breakpoint
+    j = (values > eps_t[:, None]).sum(dim=1).clamp(1, points.shape[1] - 1) - 1  # last breakpoint above eps
+    lam = points.gather(1, j[:, None]) + (values.gather(1, j[:, None]) - eps_t[:, None]) / (
+        -slope.gather(1, j[:, None])).clamp_min(1.0)
+    lam = lam.clamp_min(0.0)  # the clipped point already lies in the ball: no shrinkage
+    out = d.sign() * torch.minimum((a - lam).clamp_min(0.0), room)
+    return out.to(delta.dtype).view_as(delta)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """An Lp ball of radius ``eps`` intersected with the [0, 1] box.
@@ -106,13 +137,17 @@ class ThreatModel:
             return delta * _per_sample(factor, delta)
         return project_l1_ball(delta, eps)
 
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Map ``x_adv`` into the ball around ``x`` and then into [0, 1].
+    def project(self, x_adv: Tensor, x: Tensor, eps: float | None = None) -> Tensor:
+        """Map ``x_adv`` onto the ball around ``x`` (radius ``eps``, default the threat's) intersected with [0, 1].
 
-        Clipping to the box after the ball keeps the point in the ball: since x is in [0, 1], clipping
-        moves every coordinate towards x.
+        L-inf and L2: the ball, then the box. Clipping after the ball keeps the point in the ball (x is in [0, 1], so
+        clipping moves every coordinate towards x); for L-inf this is the exact projection onto the intersection.
+        L1: the exact projection onto the intersection (:func:`project_l1_box`), since ball-then-box is not.
         """
-        delta = self.project_delta(x_adv - x)
+        if self.norm == "l1":
+            delta = project_l1_box(x_adv - x, x, self.eps if eps is None else eps)
+        else:
+            delta = self.project_delta(x_adv - x, eps)
         return (x + delta).clamp(0.0, 1.0)
 
     def random_start(self, x: Tensor) -> Tensor:

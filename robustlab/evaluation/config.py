@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from robustlab.attacks.config import AttackConfig
+from robustlab.attacks.registry import get_attack_class, list_attacks
 from robustlab.core.config import Strict
 
 
@@ -21,6 +22,18 @@ class AutoAttackConfig(Strict):
     n: int | None = Field(default=None, ge=1)
     attacks: list[str] | None = None
     attack_kwargs: dict[str, dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _attacks_implement_the_norm(self) -> AutoAttackConfig:
+        """A custom attack list naming a registered attack that lacks this norm fails here, not mid-evaluation."""
+        registered = set(list_attacks())
+        for raw in self.attacks or []:
+            name = str(raw).strip().lower().replace("_", "-")
+            norms = get_attack_class(name).norms if name in registered else None
+            if norms is not None and self.norm not in norms:
+                raise ValueError(f"autoattack attack {name!r} supports the {', '.join(norms)} norm(s), "
+                                 f"not {self.norm!r}")
+        return self
 
 
 class EvalConfig(Strict):
