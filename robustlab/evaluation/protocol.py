@@ -51,8 +51,9 @@ def run_protocol(
     timings["total"] = time.perf_counter() - t0
     sanity: dict[str, Any] = {}
     aa_flags: dict[str, Tensor] | None = None
+    aa_checks: dict[str, Any] | None = None
     if cfg.autoattack is not None:
-        aa_flags, aa_timings = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
+        aa_flags, aa_timings, aa_checks = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
         flags.update(aa_flags)
         timings.update(aa_timings)
     large_eps_accuracy = None
@@ -81,6 +82,9 @@ def run_protocol(
                                           "attacks did not: gradients are likely masked")
     elif large_eps_accuracy is not None:
         sanity.update(large_eps_collapse(large_eps_accuracy))
+    if aa_checks is not None:  # the reference's checks, run inside AutoAttack: flags nested, warnings with the others
+        sanity["autoattack_checks"] = {k: v for k, v in aa_checks.items() if k != "warnings"}
+        sanity.setdefault("warnings", []).extend(f"AutoAttack: {w}" for w in aa_checks.get("warnings", []))
     sweep = None
     if cfg.eps_sweep:
         sweep = run_eps_sweep(model, x, y, cfg, show_progress=show_progress)
@@ -107,8 +111,9 @@ def run_protocol(
 def _run_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, cfg: EvalConfig, show_progress: bool,
     state_dir: Path | None,
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """AutoAttack on the first ``autoattack.n`` points, standalone as in the reference; cumulative flags per attack."""
+) -> tuple[dict[str, Tensor], dict[str, float], dict[str, Any]]:
+    """AutoAttack on the first ``autoattack.n`` points, standalone as in the reference: cumulative flags per attack,
+    timings, and the reference's checks on the defence (:attr:`AutoAttackResult.checks`)."""
     from robustlab.attacks.autoattack import AutoAttack
 
     aa = cfg.autoattack
@@ -131,4 +136,4 @@ def _run_autoattack(
         raise RuntimeError("AutoAttack's clean predictions differ from the evaluation's: the model is stochastic; "
                            "use version='rand' and repeated evaluation")
     timings = {f"{label}: {name}": t for name, t in result.timings.items()}
-    return flags, timings
+    return flags, timings, result.checks
