@@ -213,3 +213,12 @@ def test_checks_reach_the_evaluation_sanity_section() -> None:
     result = run_protocol(model, data, cfg)
     assert result.sanity["autoattack_checks"]["probability_outputs"]
     assert any(w.startswith("AutoAttack: ") and "probability" in w for w in result.sanity["warnings"])
+
+    from rich.console import Console
+
+    from robustlab.cli import _result_table
+
+    console = Console(width=400, record=True)
+    console.print(_result_table("evaluation", result))  # the table `robustlab evaluate` prints
+    assert "sanity warning" in console.export_text() and "AutoAttack: the outputs look like a probability" in \
+        console.export_text()
