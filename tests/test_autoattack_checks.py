@@ -220,5 +220,5 @@ def test_checks_reach_the_evaluation_sanity_section() -> None:
 
     console = Console(width=400, record=True)
     console.print(_result_table("evaluation", result))  # the table `robustlab evaluate` prints
-    assert "sanity warning" in console.export_text() and "AutoAttack: the outputs look like a probability" in \
-        console.export_text()
+    text = console.export_text()
+    assert "sanity warning" in text and "AutoAttack: the outputs look like a probability" in text

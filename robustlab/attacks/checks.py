@@ -130,7 +130,10 @@ def apgd_start(x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Te
 
 
 def zero_dlr_gradients(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, seed: int) -> dict[str, Any]:
-    """Points whose DLR gradient is exactly zero at APGD's random start: APGD on DLR cannot move them."""
+    """Points whose DLR gradient is exactly zero at APGD's random start: APGD on DLR cannot move them.
+
+    As in the reference, this also counts points whose true class ranks third at the start, where DLR is constant
+    (-1 over its own denominator): a large eps can trip it on a plain model."""
     if not len(x):
         return {"zero_dlr_gradients": False, "zero_dlr_gradient_count": 0}
     start = apgd_start(x, threat, torch.Generator().manual_seed(seed))
