@@ -343,18 +343,48 @@ def test_standard_version_builds_all_four(trained) -> None:
 
 
 def test_agrees_with_reference_apgd_ce(trained) -> None:
-    """Our APGD-CE (custom AutoAttack) and pyautoattack's give robust accuracies within one point on 100 points."""
+    """Our APGD-CE (custom AutoAttack) and pyautoattack's, both at custom's 5 restarts, give robust accuracies
+    within one point on 100 points."""
     pyautoattack = pytest.importorskip("pyautoattack")
     model, x, y = trained
     x, y = x[:100], y[:100]
     eps = 0.08
-    ours = AutoAttack(model, ThreatModel("linf", eps), version="custom", attacks=["apgd-ce"], batch_size=100).run(x, y)
+    aa = AutoAttack(model, ThreatModel("linf", eps), version="custom", attacks=["apgd-ce"], batch_size=100)
+    assert aa.build_attacks()[0][1].restarts == 5
+    ours = aa.run(x, y)
     ref = pyautoattack.AutoAttack(model, attacks=["apgd-ce"], device="cpu", eps=eps, norm="Linf", seed=0,
                                   version="custom")
-    ref.apgd.n_restarts = 1  # the reference's custom default is 5; AutoAttack standard uses 1
+    assert ref.apgd.n_restarts == 5 and ours.checks["warnings"] == []
     ref.verbose = False
     x_ref, _ = ref.run_standard_evaluation(x, y, batch_size=100)
     with torch.no_grad():
-        ref_acc = (model(x_ref).argmax(1) == y).float().mean().item()
-    assert 0.05 < ref_acc < 0.95, "eps should leave both broken and robust points to compare"
-    assert abs(ours.robust_accuracy - ref_acc) <= 0.01 + 1e-9, (ours.robust_accuracy, ref_acc)
+        ref_robust = int((model(x_ref).argmax(1) == y).sum())
+    assert 5 < ref_robust < 95, "eps should leave both broken and robust points to compare"
+    assert abs(int(ours.robust_mask.sum()) - ref_robust) <= 1, (int(ours.robust_mask.sum()), ref_robust)
+
+
+def test_custom_uses_the_reference_restarts_and_square_schedule(trained) -> None:
+    """custom: 5 restarts for apgd-ce, apgd-dlr and fab as the reference builds them; Square gets resc_schedule=False
+    whenever its constructor takes it, and runs without it otherwise."""
+    from robustlab.attacks.autoattack import _bind_settings
+    from robustlab.attacks.base import Attack
+
+    names = ["apgd-ce", "apgd-dlr", "fab", "apgd-t", "fab-t", "square"]
+    missing = [n for n in names if n not in list_attacks()]
+    if missing:
+        pytest.skip(f"attacks not registered yet: {', '.join(missing)}")
+    built = AutoAttack(trained[0], ThreatModel("linf", 8 / 255), version="custom", attacks=names).build_attacks()
+    assert [a.restarts for _, a in built] == [5, 5, 5, 1, 1, 1]
+
+    class WithSchedule(Attack):
+        def __init__(self, model: nn.Module, threat: ThreatModel, *, n_queries: int = 10,
+                     resc_schedule: bool = True) -> None:
+            super().__init__(model, threat)
+
+    class WithoutSchedule(Attack):
+        def __init__(self, model: nn.Module, threat: ThreatModel, *, n_queries: int = 10) -> None:
+            super().__init__(model, threat)
+
+    settings = {"queries": 5000, "restarts": 1, "resc_schedule": False}
+    assert _bind_settings(WithSchedule, "square", settings) == {"n_queries": 5000, "resc_schedule": False}
+    assert _bind_settings(WithoutSchedule, "square", settings) == {"n_queries": 5000}

@@ -7,11 +7,18 @@ defaults (100 APGD iterations, 9 target classes, 5000 Square queries; never torc
 * ``standard``: apgd-ce, apgd-t, fab-t, square;
 * ``plus``: apgd-ce (5 restarts), apgd-dlr (5 restarts), fab (5 restarts), square, apgd-t, fab-t;
 * ``rand`` (randomised defences): apgd-ce and apgd-dlr with ``eot_samples=20``;
-* ``custom``: the registered attacks named in ``attacks``, with their own defaults.
+* ``custom``: the registered attacks named in ``attacks``, with the reference's settings for its six attacks (5
+  restarts for apgd-ce, apgd-dlr and fab) and their own defaults for any other.
 
-Every (attack, batch) runs under its own seed ``derive_seed(seed, attack, batch)``. With ``state_file`` the masks and
-adversarial points are written atomically after each (attack, batch), with a fingerprint of the protocol, data and
-model; a rerun resumes where the last one stopped and gives the same flags as an uninterrupted run.
+Before attacking, the reference's checks on the defence run (:mod:`robustlab.attacks.checks`: randomised or
+probability outputs, a forward pass that changes the model, the number of classes, zero DLR gradients) and after it
+the Square check; the flags are in ``AutoAttackResult.checks`` and each failed one is logged as a warning.
+
+Every (attack, batch) runs under its own seed ``derive_seed(seed, attack, batch)``; under torchrun the batches are
+dealt round-robin to the ranks and gathered after each attack, so N processes give one process's flags. With
+``state_file`` the masks and adversarial points are written atomically after each (attack, batch), with a fingerprint
+of the protocol, data and model (one file per rank under torchrun); a rerun resumes where the last one stopped and
+gives the same flags as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +36,16 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack, attack_mode, predict
+from robustlab.attacks.checks import pre_attack_checks, square_check, warnings_for
 from robustlab.core.errors import CheckpointError, InputError
 from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
 from robustlab.core.validation import check_images, check_labels
+from robustlab.utils import distributed
+from robustlab.utils.distributed import DistInfo
 from robustlab.utils.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 STATE_KEY = "autoattack_state"
@@ -43,13 +56,13 @@ _VERSION_ATTACKS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("apgd-ce", {"steps": 100, "restarts": 1}),
         ("apgd-t", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
         ("fab-t", {"restarts": 1, "n_target_classes": 9}),
-        ("square", {"queries": 5000, "restarts": 1}),
+        ("square", {"queries": 5000, "restarts": 1, "resc_schedule": False}),
     ],
     "plus": [
         ("apgd-ce", {"steps": 100, "restarts": 5}),
         ("apgd-dlr", {"steps": 100, "restarts": 5}),
         ("fab", {"restarts": 5}),
-        ("square", {"queries": 5000, "restarts": 1}),
+        ("square", {"queries": 5000, "restarts": 1, "resc_schedule": False}),
         ("apgd-t", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
         ("fab-t", {"restarts": 1, "n_target_classes": 9}),
     ],
@@ -58,6 +71,15 @@ _VERSION_ATTACKS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("apgd-dlr", {"steps": 100, "restarts": 1, "eot_samples": 20}),
     ],
 }
+
+#: ``custom``'s settings per attack: the reference builds its attacks with these (5 restarts for APGD and FAB; FAB-T
+#: always runs one) and only ``set_version`` lowers them; attacks not named here keep their own defaults.
+_CUSTOM_SETTINGS: dict[str, dict[str, Any]] = dict(_VERSION_ATTACKS["plus"])
+
+#: Settings passed only to a constructor that takes them. The reference builds Square with ``resc_schedule=False``
+#: (its window schedule is not rescaled to the query budget); robustlab's Square gains that setting separately, and
+#: until its constructor has it, Square runs its own schedule.
+_IF_TAKEN = frozenset({"resc_schedule"})
 
 #: Names other attack modules may use for the same setting; the first one the constructor takes is used.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -82,6 +104,8 @@ class AutoAttackResult:
     x_adv: Tensor
     timings: dict[str, float] = field(default_factory=dict)
     resumed: bool = False
+    #: The reference's checks on the defence (:mod:`robustlab.attacks.checks`): flags, values and ``warnings``.
+    checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def robust_mask(self) -> Tensor:
@@ -119,6 +143,7 @@ class AutoAttackResult:
             "version": self.version, "attacks": self.attacks, "seed": self.seed, "threat": self.threat,
             "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
             "accuracy_after": self.accuracy_after, "timings": self.timings, "resumed": self.resumed,
+            "checks": self.checks,
             "per_sample": {"clean": self.clean.tolist(), **{k: v.tolist() for k, v in self.robust.items()}},
             "broken_by": self.broken_by(),
         }
@@ -159,6 +184,8 @@ def _bind_settings(cls: type[Attack], name: str, settings: dict[str, Any]) -> di
             kwargs[names[0]] = value
         elif open_kwargs:
             kwargs[key] = value
+        elif key in _IF_TAKEN:
+            continue
         elif not (key == "restarts" and value == 1):  # an attack without restarts does exactly one run
             raise InputError(f"attack {name!r} ({cls.__name__}) takes no {key!r} setting, which AutoAttack needs")
     return kwargs
@@ -194,7 +221,7 @@ class AutoAttack:
             names = [str(a).strip().lower().replace("_", "-") for a in attacks]
             if len(set(names)) != len(names):
                 raise InputError(f"attacks must not repeat a name, got {attacks}")
-            self.plan = [(n, {}) for n in names]
+            self.plan = [(n, dict(_CUSTOM_SETTINGS.get(n, {}))) for n in names]
         else:
             if attacks is not None:
                 raise InputError(f"attacks can only be given with version='custom', not {version!r}")
@@ -244,43 +271,73 @@ class AutoAttack:
             "data_sha256": tensor_sha256(x, y), "model": model_weights_fingerprint(self.model),
         }
 
+    def state_path(self, info: DistInfo) -> Path | None:
+        """This process's state file: ``state_file`` itself in one process, one file per rank under torchrun."""
+        if self.state_file is None or info.world <= 1:
+            return self.state_file
+        path = self.state_file
+        return path.with_name(f"{path.stem}.rank{info.rank}-of-{info.world}{path.suffix}")
+
     def run(self, x: Tensor, y: Tensor) -> AutoAttackResult:
-        """Run (or resume) the ensemble; each attack sees only the points all earlier ones failed to break."""
+        """Run (or resume) the ensemble; each attack sees only the points all earlier ones failed to break.
+
+        Under torchrun each attack's batches are dealt round-robin to the ranks (batch ``b`` to rank ``b % world``)
+        and the flags and adversarial points gathered after the attack; every (attack, batch) has its own seed, so
+        any number of processes gives the one-process result bit for bit.
+        """
         check_images(x)
         check_labels(y, x.shape[0])
         y = y.to(x.device)
+        info = distributed.current()
         built = self.build_attacks()
-        fp = json.loads(json.dumps(self.fingerprint(x, y), default=str))  # JSON types, comparable with a loaded one
-        state = _RunState.fresh(self, x, y, fp) if self.state_file is None else _RunState.open(self, x, y, fp)
+        path = self.state_path(info)
+        if path is None:  # nothing to match a resumed state against: no data or weight hashing
+            state = _RunState.fresh(self, x, y, None, None)
+        else:
+            fp = json.loads(json.dumps({**self.fingerprint(x, y), "world": info.world}, default=str))
+            state = _RunState.open(self, x, y, fp, path)
+            if info.world > 1:
+                state.align(built, info)
+        k = min(self.batch_size, len(x))
+        checks = pre_attack_checks(self.model, x[:k], y[:k], state.clean[:k], version=self.version, attacks=built,
+                                   threat=self.threat, seed=derive_seed(self.seed, "checks"))
         for a_index, (name, attack) in enumerate(built):
             if a_index < state.attack_index:
                 continue
-            self._run_attack(state, a_index, name, attack, x, y)
+            self._run_attack(state, a_index, name, attack, x, y, info)
+        checks.update(square_check(state.clean, state.flags))
+        checks["warnings"] = warnings_for(checks)
+        if info.is_main:
+            for message in checks["warnings"]:
+                logger.warning("AutoAttack check: %s", message)
         return AutoAttackResult(
             version=self.version, attacks=self.attack_names, seed=self.seed, threat=self.threat.to_dict(),
             clean=state.clean, robust=dict(state.flags), x_adv=state.x_adv, timings=dict(state.timings),
-            resumed=state.resumed,
+            resumed=state.resumed, checks=checks,
         )
 
-    def _run_attack(self, state: _RunState, a_index: int, name: str, attack: Attack, x: Tensor, y: Tensor) -> None:
-        """All batches of one attack, skipping those a resumed state has done; saves after each batch."""
-        if state.attack_index < a_index or state.todo is None:
+    def _run_attack(self, state: _RunState, a_index: int, name: str, attack: Attack, x: Tensor, y: Tensor,
+                    info: DistInfo) -> None:
+        """This rank's batches of one attack, skipping those a resumed state has done (saving after each), then
+        the gather of every rank's results."""
+        if state.attack_index < a_index:
             state.start_attack(a_index)
-        assert state.todo is not None
-        batches = list(state.todo.split(self.batch_size)) if len(state.todo) else []
+        todo = state.todo()
+        batches = list(todo.split(self.batch_size)) if len(todo) else []
+        mine = [b for b in range(len(batches)) if b % info.world == info.rank]
         done = state.batches_done
-        with Progress(total=len(state.todo), description=f"{name} ({len(state.todo)} robust)",
-                      enabled=self.show_progress, initial=sum(len(b) for b in batches[:done])) as bar:
-            for b_index in range(done, len(batches)):
+        with Progress(total=sum(len(batches[b]) for b in mine), description=f"{name} ({len(todo)} robust)",
+                      enabled=self.show_progress and info.is_main,
+                      initial=sum(len(batches[b]) for b in mine[:done])) as bar:
+            for b_index in mine[done:]:
                 start = time.perf_counter()
                 idx = batches[b_index]
                 x_adv = self._attack_batch(attack, name, b_index, x[idx], y[idx])
                 with attack_mode(self.model):
                     still = predict(self.model, x_adv, self.batch_size).argmax(dim=1) == y[idx]
                 state.record_batch(name, idx, still, x_adv, time.perf_counter() - start)
-                bar.advance(len(idx), robust=int(state.robust.sum()))
-        state.finish_attack(name)
-
+                bar.advance(len(idx), robust=int(state.robust.sum() - state.mine.sum()))
+        state.finish_attack(name, info)
     def _attack_batch(self, attack: Attack, name: str, b_index: int, x: Tensor, y: Tensor) -> Tensor:
         """One attack on one batch under the seed derived from (seed, attack, batch), checked to stay in the ball.
 
@@ -300,23 +357,29 @@ class AutoAttack:
 
 
 class _RunState:
-    """Masks, adversarial points and progress of a run, mirrored to the state file when there is one."""
+    """Masks, adversarial points and progress of a run (of this rank), mirrored to its state file when there is one.
 
-    def __init__(self, aa: AutoAttack, x: Tensor, fp: dict[str, Any]) -> None:
-        self.path, self.fp, self.names = aa.state_file, fp, aa.attack_names
+    ``robust`` is the gathered mask before the current attack (so ``todo`` is the same on every rank); ``mine``
+    marks the points this rank has broken in the current attack, and ``mine_by_attack`` keeps that per finished
+    attack, so a rank resumed one attack ahead of another can take part in that attack's gather again.
+    """
+
+    def __init__(self, aa: AutoAttack, x: Tensor, fp: dict[str, Any] | None, path: Path | None) -> None:
+        self.path, self.fp = path, fp
         self.clean = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.robust = self.clean.clone()
+        self.mine = self.clean.clone()
         self.flags: dict[str, Tensor] = {}
+        self.mine_by_attack: dict[str, Tensor] = {}
         self.x_adv = x.detach().clone()
-        self.todo: Tensor | None = None
         self.attack_index, self.batches_done = 0, 0
         self.timings: dict[str, float] = {}
         self.resumed = False
 
     @classmethod
-    def fresh(cls, aa: AutoAttack, x: Tensor, y: Tensor, fp: dict[str, Any]) -> _RunState:
-        """A new run: the clean pass decides which points the first attack sees."""
-        state = cls(aa, x, fp)
+    def fresh(cls, aa: AutoAttack, x: Tensor, y: Tensor, fp: dict[str, Any] | None, path: Path | None) -> _RunState:
+        """A new run: the clean pass (on every rank, all points) decides which points the first attack sees."""
+        state = cls(aa, x, fp, path)
         start = time.perf_counter()
         with attack_mode(aa.model):
             state.clean = predict(aa.model, x, aa.batch_size).argmax(dim=1) == y
@@ -326,53 +389,91 @@ class _RunState:
         return state
 
     @classmethod
-    def open(cls, aa: AutoAttack, x: Tensor, y: Tensor, fp: dict[str, Any]) -> _RunState:
-        """Resume from ``aa.state_file`` when it exists (refusing one from another protocol), else start fresh."""
-        assert aa.state_file is not None
-        if not aa.state_file.exists():
-            return cls.fresh(aa, x, y, fp)
+    def open(cls, aa: AutoAttack, x: Tensor, y: Tensor, fp: dict[str, Any], path: Path) -> _RunState:
+        """Resume from ``path`` when it exists (refusing one from another protocol), else start fresh."""
+        if not path.exists():
+            return cls.fresh(aa, x, y, fp, path)
         from robustlab.io.checkpoint import load_tensors
 
         try:
-            tensors, meta = load_tensors(aa.state_file)
-            info = json.loads(meta[STATE_KEY])
-        except (CheckpointError, KeyError, ValueError) as exc:
-            raise InputError(f"{aa.state_file} is not an AutoAttack state file: {exc}") from exc
-        diff = sorted(k for k in set(fp) | set(info["fingerprint"]) if fp.get(k) != info["fingerprint"].get(k))
+            tensors, meta = load_tensors(path)
+            info_ = json.loads(meta[STATE_KEY])
+            saved_fp = info_["fingerprint"]
+        except (CheckpointError, KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"{path} is not an AutoAttack state file: {exc}") from exc
+        diff = sorted(k for k in set(fp) | set(saved_fp) if fp.get(k) != saved_fp.get(k))
         if diff:
             raise InputError(
-                f"{aa.state_file} belongs to another AutoAttack run (differs in: {', '.join(diff)}); "
+                f"{path} belongs to another AutoAttack run (differs in: {', '.join(diff)}); "
                 "use a new state_file or delete this one"
             )
-        state = cls(aa, x, fp)
+        state = cls(aa, x, fp, path)
         dev = x.device
         state.clean, state.robust = tensors["clean"].to(dev), tensors["robust"].to(dev)
-        state.flags = {n: tensors[f"flags.{n}"].to(dev) for n in info["finished"]}
+        state.mine = tensors["mine"].to(dev)
+        state.flags = {n: tensors[f"flags.{n}"].to(dev) for n in info_["finished"]}
+        state.mine_by_attack = {n: tensors[f"mine.{n}"].to(dev) for n in info_["finished"]}
         state.x_adv[tensors["broken_idx"].to(dev)] = tensors["x_broken"].to(dev, x.dtype)
-        state.todo = tensors["todo"].to(dev) if "todo" in tensors else None
-        state.attack_index, state.batches_done = info["attack_index"], info["batches_done"]
-        state.timings, state.resumed = info["timings"], True
+        state.attack_index, state.batches_done = info_["attack_index"], info_["batches_done"]
+        state.timings, state.resumed = info_["timings"], True
         return state
 
+    def todo(self) -> Tensor:
+        """The points the current attack must try: those still robust after the earlier ones (all ranks)."""
+        return self.robust.nonzero().squeeze(1)
+
     def start_attack(self, a_index: int) -> None:
-        """The points the attack must try: those still robust now."""
+        """Begin attack ``a_index`` with nothing broken by this rank yet."""
         self.attack_index, self.batches_done = a_index, 0
-        self.todo = self.robust.nonzero().squeeze(1)
+        self.mine = torch.zeros_like(self.robust)
 
     def record_batch(self, name: str, idx: Tensor, still: Tensor, x_adv: Tensor, seconds: float) -> None:
         """Fold one batch's outcome in and save."""
         broken = ~still
-        self.robust[idx] = still
+        self.mine[idx[broken]] = True
         self.x_adv[idx[broken]] = x_adv[broken].to(self.x_adv.dtype)
         self.timings[name] = self.timings.get(name, 0.0) + seconds
         self.batches_done += 1
         self.save()
 
-    def finish_attack(self, name: str) -> None:
-        """Freeze the attack's cumulative mask and move on."""
+    def finish_attack(self, name: str, info: DistInfo) -> None:
+        """Gather every rank's broken points and their adversarial versions, freeze the cumulative mask, move on."""
+        self.robust = self.gather(self.robust, self.mine, info)
         self.flags[name] = self.robust.clone()
-        self.attack_index, self.batches_done, self.todo = self.attack_index + 1, 0, None
+        self.mine_by_attack[name] = self.mine
+        self.attack_index, self.batches_done = self.attack_index + 1, 0
+        self.mine = torch.zeros_like(self.robust)
         self.save()
+
+    def gather(self, robust: Tensor, mine: Tensor, info: DistInfo) -> Tensor:
+        """``robust`` minus the points any rank broke (``mine`` on this one), whose adversarial points (each from
+        the rank that broke it) are written into ``x_adv`` on every rank; a sum, as each point has one owner."""
+        if info.world <= 1:
+            return robust & ~mine
+        todo = robust.nonzero().squeeze(1)
+        broken = distributed.all_reduce_tensor(mine[todo].to(torch.int32), info) > 0
+        payload = torch.where(mine[todo].reshape(-1, *([1] * (self.x_adv.dim() - 1))), self.x_adv[todo],
+                              torch.zeros((), dtype=self.x_adv.dtype, device=self.x_adv.device))
+        payload = distributed.all_reduce_tensor(payload.contiguous(), info)
+        self.x_adv[todo[broken]] = payload[broken]
+        out = robust.clone()
+        out[todo[broken]] = False
+        return out
+
+    def align(self, built: list[tuple[str, Attack]], info: DistInfo) -> None:
+        """After a resume under torchrun: a rank that saved one more finished attack than another (killed between
+        the gather and its save) takes part in that attack's gather again, so the collective calls line up."""
+        index = torch.zeros(info.world, dtype=torch.int64, device=self.robust.device)
+        index[info.rank] = self.attack_index
+        indices = distributed.all_reduce_tensor(index, info).tolist()
+        lowest = min(indices)
+        if max(indices) - lowest > 1:
+            raise InputError(f"the per-rank AutoAttack state files ({self.path}) are at attacks {indices}, more than "
+                             "one apart: they do not come from one run; delete them")
+        if self.attack_index == lowest + 1 and lowest < len(built):
+            name = built[lowest][0]
+            before = self.flags[built[lowest - 1][0]] if lowest else self.clean
+            self.gather(before, self.mine_by_attack[name], info)
 
     def save(self) -> None:
         """Atomically write the state (safetensors with JSON metadata); no-op without a state file."""
@@ -380,11 +481,11 @@ class _RunState:
             return
         from robustlab.io.checkpoint import save_tensors
 
-        broken = (self.clean & ~self.robust).nonzero().squeeze(1)
-        tensors = {"clean": self.clean, "robust": self.robust, "broken_idx": broken, "x_broken": self.x_adv[broken]}
+        broken = ((self.clean & ~self.robust) | self.mine).nonzero().squeeze(1)
+        tensors = {"clean": self.clean, "robust": self.robust, "mine": self.mine, "broken_idx": broken,
+                   "x_broken": self.x_adv[broken]}
         tensors.update({f"flags.{n}": m for n, m in self.flags.items()})
-        if self.todo is not None:
-            tensors["todo"] = self.todo
+        tensors.update({f"mine.{n}": m for n, m in self.mine_by_attack.items()})
         info = {
             "fingerprint": self.fp, "finished": list(self.flags), "attack_index": self.attack_index,
             "batches_done": self.batches_done, "timings": self.timings,

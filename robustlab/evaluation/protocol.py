@@ -19,6 +19,7 @@ from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
 from robustlab.evaluation.sweep import run_eps_sweep
+from robustlab.utils import distributed
 from robustlab.utils.device import model_device
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def run_protocol(
     timings["total"] = time.perf_counter() - t0
     sanity: dict[str, Any] = {}
     aa_flags: dict[str, Tensor] | None = None
+    aa_checks: dict[str, Any] | None = None
     if cfg.autoattack is not None:
-        aa_flags, aa_timings = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
+        aa_flags, aa_timings, aa_checks = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
         flags.update(aa_flags)
         timings.update(aa_timings)
     large_eps_accuracy = None
@@ -81,6 +83,9 @@ def run_protocol(
                                           "attacks did not: gradients are likely masked")
     elif large_eps_accuracy is not None:
         sanity.update(large_eps_collapse(large_eps_accuracy))
+    if aa_checks is not None:  # the reference's checks, run inside AutoAttack: flags nested, warnings with the others
+        sanity["autoattack_checks"] = {k: v for k, v in aa_checks.items() if k != "warnings"}
+        sanity.setdefault("warnings", []).extend(f"AutoAttack: {w}" for w in aa_checks.get("warnings", []))
     sweep = None
     if cfg.eps_sweep:
         sweep = run_eps_sweep(model, x, y, cfg, show_progress=show_progress)
@@ -107,8 +112,9 @@ def run_protocol(
 def _run_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, cfg: EvalConfig, show_progress: bool,
     state_dir: Path | None,
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """AutoAttack on the first ``autoattack.n`` points, standalone as in the reference; cumulative flags per attack."""
+) -> tuple[dict[str, Tensor], dict[str, float], dict[str, Any]]:
+    """AutoAttack on the first ``autoattack.n`` points, standalone as in the reference: cumulative flags per attack,
+    timings, and the reference's checks on the defence (:attr:`AutoAttackResult.checks`)."""
     from robustlab.attacks.autoattack import AutoAttack
 
     aa = cfg.autoattack
@@ -118,12 +124,12 @@ def _run_autoattack(
     if state_dir is not None:
         key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
         state_file = Path(state_dir) / f"autoattack-{key}.state.safetensors"
-        if state_file.exists():
-            logger.info("resuming AutoAttack from its state file %s (attacks and batches done are not re-run)",
-                        state_file)
     runner = AutoAttack(model, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
                         attack_kwargs=aa.attack_kwargs, seed=cfg.seed, state_file=state_file,
                         batch_size=cfg.batch_size, show_progress=show_progress)
+    own_state = runner.state_path(distributed.current())  # one file per rank under torchrun
+    if own_state is not None and own_state.exists():
+        logger.info("resuming AutoAttack from its state file %s (attacks and batches done are not re-run)", own_state)
     result = runner.run(x[:k], y[:k])
     label = f"autoattack-{aa.version} {aa.norm} eps={aa.eps:.4g} n={k}"
     flags = {f"{label}: {name}": mask for name, mask in result.robust.items()}
@@ -131,4 +137,4 @@ def _run_autoattack(
         raise RuntimeError("AutoAttack's clean predictions differ from the evaluation's: the model is stochastic; "
                            "use version='rand' and repeated evaluation")
     timings = {f"{label}: {name}": t for name, t in result.timings.items()}
-    return flags, timings
+    return flags, timings, result.checks
