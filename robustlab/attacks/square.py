@@ -159,9 +159,19 @@ class Square(Attack):
             better = margin_r < best_margin[idx]
             best[idx[better]] = x_r[better]
             best_margin[idx[better]] = margin_r[better]
-        # L1's x + delta + r can leave [0, 1] by a rounding error (~1e-7), as in the reference; the search keeps the
-        # reference's points, the returned ones are clipped (which only moves them towards x)
-        return best.clamp_(0.0, 1.0)
+        return self._within_threat(best, x)
+
+    def _within_threat(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Remove rounding errors: L1's ``x + delta + r`` can leave the box and the ball by ~1e-7 of the summed
+        |delta| (float32 cumulative sums, as in the reference). The search keeps the reference's points; the
+        returned ones are clipped and, where still over eps, shrunk towards x (both only move them towards x)."""
+        x_adv = x_adv.clamp(0.0, 1.0)
+        if self.threat.norm != "l1":
+            return x_adv
+        delta = x_adv - x
+        norm = _l1_of(delta)
+        shrunk = (x + delta * (self.threat.eps / norm.clamp_min(1e-30))).clamp(0.0, 1.0)
+        return torch.where(norm > self.threat.eps, shrunk, x_adv)
 
     def _margin_and_loss(self, x: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
         """The margin (<= 0 once fooled) and the loss the search lowers (the margin; targeted: CE to the target)."""
