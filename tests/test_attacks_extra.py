@@ -13,7 +13,7 @@ from test_attacks_core import attack_inputs, linear_binary, margin, success, tin
 from torch import Tensor, nn
 
 from robustlab.attacks import BIM, PGD, Attack, create_attack, list_attacks
-from robustlab.attacks.cw import CWL2
+from robustlab.attacks.cw import CWL2, CWL2Fast
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.attacks.mim import MIM
 from robustlab.attacks.multitarget import CWPGD, MultiTargetPGD
@@ -149,7 +149,8 @@ def test_minimal_perturbation_near_analytic_optimum(kind: str, norm: str) -> Non
     keep = opt > (0.05 if norm == "l2" else 0.005)  # Adam's lr 0.01 cannot resolve much smaller CW perturbations
     model_x, x, y, opt = model, x[keep], y[keep], opt[keep]
     assert len(y) >= 20
-    attack = CWL2(model_x, ThreatModel(norm, 0.1)) if kind == "cw-l2" else DeepFool(model_x, ThreatModel(norm, 0.1))
+    threat = ThreatModel(norm, 0.1)
+    attack = CWL2Fast(model_x, threat) if kind == "cw-l2" else DeepFool(model_x, threat)  # 1000 steps: 10x faster
     x_adv, ok = attack.minimal_perturbation(x, y)
     assert bool(ok.all())
     ratio = norms(x_adv, x, norm) / opt

@@ -106,7 +106,7 @@ def make_attack(kind: str, model: nn.Module, threat: ThreatModel) -> Attack:
 
 # --------------------------------------------------------------------------------------------- property tests
 
-EPS_RANGE = {"linf": (1e-3, 1.0), "l2": (1e-3, 5.0)}
+EPS_RANGE = {"linf": (1e-3, 1.0), "l2": (1e-3, 5.0), "l1": (1e-3, 20.0)}
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -114,6 +114,17 @@ EPS_RANGE = {"linf": (1e-3, 1.0), "l2": (1e-3, 5.0)}
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_output_in_threat_model(kind: str, norm: str, data: st.DataObject) -> None:
+    check_output_in_threat_model(kind, norm, data)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_square_l1_output_in_threat_model(data: st.DataObject) -> None:
+    check_output_in_threat_model("square", "l1", data)
+
+
+def check_output_in_threat_model(kind: str, norm: str, data: st.DataObject) -> None:
+    """Random shapes, radii, dtypes and fills (binary pixels sit on the box's faces): output in ball and box."""
     n = data.draw(st.integers(1, 4))
     shape = (data.draw(st.integers(1, 3)), data.draw(st.integers(2, 9)), data.draw(st.integers(2, 9)))
     eps = data.draw(st.floats(*EPS_RANGE[norm]))
@@ -272,10 +283,9 @@ def test_fab_refuses_targets_and_square_l1() -> None:
     x, y = linear_batch(model, 2, seed=0)
     with pytest.raises(InputError):
         FAB(model, ThreatModel("linf", 0.1))(x, y, target=(y + 1) % NUM_CLASSES)
-    with pytest.raises(InputError):
-        Square(model, ThreatModel("l1", 1.0))
     for cls in (FAB, FABTargeted):  # L1 FAB is tested in test_l1_threat.py
         assert cls(model, ThreatModel("l1", 1.0)).threat.norm == "l1"
+    Square(model, ThreatModel("l1", 1.0))  # Square has an L1 version (as AutoAttack's port)
     assert get_attack_class("fab") is FAB and get_attack_class("fab-t") is FABTargeted
     assert get_attack_class("square") is Square
 

@@ -5,6 +5,9 @@ CW-L2 optimises ``w`` with ``x_adv = (tanh(w) + 1) / 2`` (so the box holds by co
 with Adam. An outer per-sample binary search over ``c`` multiplies ``c`` by 10 until a first success and then
 bisects between the largest failing and the smallest succeeding ``c``; the smallest-norm successful iterate seen in
 any run is kept. The inner run aborts early when the total loss stops decreasing (checked every ``steps // 10``).
+The default budget is the original's: up to 10,000 Adam steps per run, so early abort ends most runs long before;
+``cw-l2-fast`` (:class:`CWL2Fast`) is the same attack with 1,000 steps, ten times cheaper on points that converge
+slowly.
 The input gradient of the margin term comes from :func:`input_gradient` (EoT included) and is chained through tanh.
 
 Fixed-eps form (``attack(x, y)``): the minimal point if it lies in the threat's ball, otherwise that point projected
@@ -77,16 +80,25 @@ def _cw_objective(kappa: float, targeted: bool) -> LossFn:
     return objective
 
 
+ORIGINAL_STEPS = 10000  # Carlini & Wagner's MAX_ITERATIONS, with early abort
+FAST_STEPS = 1000
+
+
 @register_attack("cw-l2")
 class CWL2(MinNormAttack):
-    """``CWL2(model, ThreatModel("l2", eps), steps=1000, binary_search_steps=9)``: Carlini-Wagner L2 with Adam."""
+    """``CWL2(model, ThreatModel("l2", eps), steps=10000, binary_search_steps=9)``: Carlini-Wagner L2 with Adam.
+
+    ``steps`` is the most Adam steps per binary-search run (the original 10,000); with ``abort_early`` a run stops
+    at the first check (every ``steps // 10``) where the loss fell by less than 0.01%. ``steps=1000`` (``cw-l2-fast``)
+    is the quicker setting earlier versions used.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         threat: ThreatModel,
         *,
-        steps: int = 1000,
+        steps: int = ORIGINAL_STEPS,
         binary_search_steps: int = 9,
         initial_const: float = 1e-3,
         confidence: float = 0.0,
@@ -154,3 +166,26 @@ class CWL2(MinNormAttack):
             w.grad = grad_x * (1 - tanh_w.pow(2)) / 2
             opt.step()
         return succeeded
+
+
+@register_attack("cw-l2-fast")
+class CWL2Fast(CWL2):
+    """CW-L2 with at most 1,000 Adam steps per run (early abort every 100): a faster, slightly weaker setting."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        threat: ThreatModel,
+        *,
+        steps: int = FAST_STEPS,
+        binary_search_steps: int = 9,
+        initial_const: float = 1e-3,
+        confidence: float = 0.0,
+        lr: float = 0.01,
+        abort_early: bool = True,
+        eot_samples: int = 1,
+    ) -> None:
+        super().__init__(
+            model, threat, steps=steps, binary_search_steps=binary_search_steps, initial_const=initial_const,
+            confidence=confidence, lr=lr, abort_early=abort_early, eot_samples=eot_samples,
+        )

@@ -27,11 +27,15 @@ def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def dlr(logits: Tensor, y: Tensor) -> Tensor:
-    """Difference of logits ratio (Croce & Hein 2020), shift- and scale-invariant; needs >= 3 classes."""
+    """Difference of logits ratio (Croce & Hein 2020), shift- and scale-invariant; needs >= 3 classes.
+
+    As in the reference, "is y on top" is read from the sort's own order, so when z_y ties the best other logit
+    the other one is still a different class (argmax and sort can disagree on ties, and then z_y - z_y has no
+    gradient)."""
     logits = logits.float()
-    sorted_logits, _ = logits.sort(dim=1)
+    sorted_logits, order = logits.sort(dim=1)
     true = logits.gather(1, y[:, None]).squeeze(1)
-    top_is_true = logits.argmax(dim=1) == y
+    top_is_true = order[:, -1] == y
     other = torch.where(top_is_true, sorted_logits[:, -2], sorted_logits[:, -1])
     denom = sorted_logits[:, -1] - sorted_logits[:, -3] + 1e-12
     return -(true - other) / denom
