@@ -376,15 +376,13 @@ def test_custom_uses_the_reference_restarts_and_square_schedule(trained) -> None
     built = AutoAttack(trained[0], ThreatModel("linf", 8 / 255), version="custom", attacks=names).build_attacks()
     assert [a.restarts for _, a in built] == [5, 5, 5, 1, 1, 1]
 
-    class WithSchedule(Attack):
-        def __init__(self, model: nn.Module, threat: ThreatModel, *, n_queries: int = 10,
-                     resc_schedule: bool = True) -> None:
+    square = dict(built)["square"]
+    assert square.queries == 5000 and square.resc_schedule is False  # the reference's Square inside AutoAttack
+
+    class NoQueries(Attack):
+        def __init__(self, model: nn.Module, threat: ThreatModel, *, steps: int = 10) -> None:
             super().__init__(model, threat)
 
-    class WithoutSchedule(Attack):
-        def __init__(self, model: nn.Module, threat: ThreatModel, *, n_queries: int = 10) -> None:
-            super().__init__(model, threat)
-
-    settings = {"queries": 5000, "restarts": 1, "resc_schedule": False}
-    assert _bind_settings(WithSchedule, "square", settings) == {"n_queries": 5000, "resc_schedule": False}
-    assert _bind_settings(WithoutSchedule, "square", settings) == {"n_queries": 5000}
+    assert _bind_settings(NoQueries, "x", {"steps": 3, "restarts": 1}) == {"steps": 3}
+    with pytest.raises(InputError, match="takes no 'queries' setting"):
+        _bind_settings(NoQueries, "x", {"queries": 5000})

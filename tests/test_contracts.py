@@ -24,7 +24,7 @@ from robustlab.presets import SCALES, list_presets, load_preset
 from robustlab.training.objectives import get_objective_class, list_objectives
 
 #: Settings that size an attack's work, and the small values the contract runs them with.
-SMALL = {"steps": 2, "restarts": 1, "queries": 40, "n_queries": 40, "binary_search_steps": 2, "binary_steps": 2,
+SMALL = {"steps": 2, "restarts": 1, "queries": 40, "binary_search_steps": 2, "binary_steps": 2,
          "n_target_classes": 2, "n_samples": 8, "n_targets": 2, "inner_steps": 2, "n_candidates": 3,
          "group_size": 2, "chunk_size": 8, "transforms": ("identity", "hflip")}
 NORMS = ("linf", "l2", "l1")

@@ -101,7 +101,7 @@ def make_attack(kind: str, model: nn.Module, threat: ThreatModel) -> Attack:
         return FAB(model, threat, steps=3, restarts=2, seed=0)
     if kind == "fab-t":
         return FABTargeted(model, threat, steps=3, n_target_classes=2, restarts=2, seed=0)
-    return Square(model, threat, n_queries=15, restarts=2)
+    return Square(model, threat, queries=15, restarts=2)
 
 
 # --------------------------------------------------------------------------------------------- property tests
@@ -335,7 +335,7 @@ def test_square_breaks_easy_points_of_a_linear_model(norm: str) -> None:
     opt = optimum(model, x, y, norm)
     eps = float(opt.median())
     threat = ThreatModel(norm, eps)
-    x_adv = Square(NoGradModel(model), threat, n_queries=400)(x, y)
+    x_adv = Square(NoGradModel(model), threat, queries=400)(x, y)
     fooled = predicted(model, x_adv) != y
     easy = opt < 0.5 * eps
     assert bool(easy.sum() >= 4)
@@ -350,9 +350,9 @@ def test_square_is_deterministic_under_a_seed(norm: str) -> None:
     x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(2))
     y = predicted(model, x)
     threat = ThreatModel(norm, 0.05 if norm == "linf" else 0.5)
-    a = Square(NoGradModel(model), threat, n_queries=30, seed=5)(x, y)
-    b = Square(NoGradModel(model), threat, n_queries=30, seed=5)(x, y)
-    c = Square(NoGradModel(model), threat, n_queries=30, seed=6)(x, y)
+    a = Square(NoGradModel(model), threat, queries=30, seed=5)(x, y)
+    b = Square(NoGradModel(model), threat, queries=30, seed=5)(x, y)
+    c = Square(NoGradModel(model), threat, queries=30, seed=6)(x, y)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
@@ -362,5 +362,5 @@ def test_square_targeted_reaches_target_on_linear_model() -> None:
     x, y = linear_batch(model, 16, seed=11)
     with torch.no_grad():
         target = model(x).scatter(1, y[:, None], float("-inf")).argmax(1)  # the runner-up: reachable
-    x_adv = Square(model, ThreatModel("linf", 0.3), n_queries=100)(x, y, target=target)
+    x_adv = Square(model, ThreatModel("linf", 0.3), queries=100)(x, y, target=target)
     assert torch.equal(predicted(model, x_adv), target)

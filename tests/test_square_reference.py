@@ -89,7 +89,7 @@ def test_search_follows_the_reference_step_for_step(norm: str, eps: float, resc:
     ref.init_hyperparam(x)
     torch.manual_seed(0)
     _, ref_best = ref.attack_single_run(x, y)
-    ours = Square(model, ThreatModel(norm, eps), n_queries=n_queries, seed=0, resc_schedule=resc)(x, y)
+    ours = Square(model, ThreatModel(norm, eps), queries=n_queries, seed=0, resc_schedule=resc)(x, y)
     moved = (ours != x).flatten(1).any(1)  # ours returns x where the search never beat the clean margin
     assert int(moved.sum()) >= 10
     assert torch.allclose(ours[moved], ref_best[moved].clamp(0, 1), rtol=0, atol=1e-6)
@@ -102,7 +102,7 @@ def test_robust_accuracy_matches_reference(norm: str, eps: float, n: int, n_quer
     model = conv_model(0)
     x, y = batch(model, n, seed=1)
     ref_adv = reference(model, norm, eps, n_queries, resc=False).perturb(x, y)
-    ours = Square(model, ThreatModel(norm, eps), n_queries=n_queries, seed=0, resc_schedule=False)(x, y)
+    ours = Square(model, ThreatModel(norm, eps), queries=n_queries, seed=0, resc_schedule=False)(x, y)
     with torch.no_grad():
         ref_fooled, our_fooled = model(ref_adv).argmax(1) != y, model(ours).argmax(1) != y
     assert 0 < int(ref_fooled.sum()) < n, "the budget must leave both fooled and robust points"
@@ -118,7 +118,7 @@ def test_l1_outputs_in_ball_and_box_with_binary_images() -> None:
     with torch.no_grad():
         y = model(x).argmax(1)
     threat = ThreatModel("l1", 12.0)
-    x_adv = Square(model, threat, n_queries=20, restarts=2)(x, y)
+    x_adv = Square(model, threat, queries=20, restarts=2)(x, y)
     assert bool(threat.contains(x_adv, x, atol=1e-6).all())
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     assert bool((x_adv != x).any())

@@ -76,21 +76,6 @@ _VERSION_ATTACKS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 #: always runs one) and only ``set_version`` lowers them; attacks not named here keep their own defaults.
 _CUSTOM_SETTINGS: dict[str, dict[str, Any]] = dict(_VERSION_ATTACKS["plus"])
 
-#: Settings passed only to a constructor that takes them. The reference builds Square with ``resc_schedule=False``
-#: (its window schedule is not rescaled to the query budget); robustlab's Square gains that setting separately, and
-#: until its constructor has it, Square runs its own schedule.
-_IF_TAKEN = frozenset({"resc_schedule"})
-
-#: Names other attack modules may use for the same setting; the first one the constructor takes is used.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "steps": ("steps", "n_iter", "iterations"),
-    "restarts": ("restarts", "n_restarts"),
-    "n_target_classes": ("n_target_classes", "num_target_classes"),
-    "queries": ("queries", "n_queries", "max_queries"),
-    "eot_samples": ("eot_samples",),
-}
-
-
 @dataclass
 class AutoAttackResult:
     """Outcome of an AutoAttack run: masks per attack, the worst case, adversarial points and the protocol."""
@@ -174,18 +159,14 @@ def model_weights_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 
 def _bind_settings(cls: type[Attack], name: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Map canonical settings onto the constructor's keyword names; a setting it cannot take is an error."""
+    """The settings the constructor takes (attacks share one vocabulary: ``steps``, ``restarts``, ``queries``,
+    ``n_target_classes``, ``eot_samples``); one it cannot take is an error, except a single restart."""
     params = inspect.signature(cls.__init__).parameters
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs: dict[str, Any] = {}
     for key, value in settings.items():
-        names = [n for n in _ALIASES.get(key, (key,)) if n in params]
-        if names:
-            kwargs[names[0]] = value
-        elif open_kwargs:
+        if key in params or open_kwargs:
             kwargs[key] = value
-        elif key in _IF_TAKEN:
-            continue
         elif not (key == "restarts" and value == 1):  # an attack without restarts does exactly one run
             raise InputError(f"attack {name!r} ({cls.__name__}) takes no {key!r} setting, which AutoAttack needs")
     return kwargs

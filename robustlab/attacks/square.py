@@ -31,7 +31,7 @@ from robustlab.core.errors import InputError
 from robustlab.core.threat import ThreatModel
 
 _P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # iterations after which p halves
-_REFERENCE_BUDGET = 10000  # the budget the schedule was designed for; rescale_schedule maps n_queries onto it
+_REFERENCE_BUDGET = 10000  # the budget the schedule was designed for; rescale_schedule maps the query budget onto it
 _L1_SHRINK = 1.0 - 1e-6  # L1 projects onto a slightly smaller ball, as the reference does
 
 
@@ -107,10 +107,10 @@ class _Draws:
 
 @register_attack("square")
 class Square(Attack):
-    """``Square(model, threat, n_queries=5000)``: score-based random search on square windows (L-inf, L2 or L1).
+    """``Square(model, threat, queries=5000)``: score-based random search on square windows (L-inf, L2 or L1).
 
     Uses only forward passes under ``torch.no_grad``; ``restarts`` reruns it on samples still not fooled;
-    ``resc_schedule`` rescales the window-size schedule to ``n_queries`` (AutoAttack passes False).
+    ``resc_schedule`` rescales the window-size schedule to ``queries`` (AutoAttack passes False).
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class Square(Attack):
         model: nn.Module,
         threat: ThreatModel,
         *,
-        n_queries: int = 5000,
+        queries: int = 5000,
         p_init: float = 0.8,
         restarts: int = 1,
         seed: int = 0,
@@ -127,7 +127,7 @@ class Square(Attack):
         super().__init__(model, threat)
         if threat.norm not in ("linf", "l2", "l1"):
             raise InputError(f"Square supports the linf, l2 and l1 norms, got {threat.norm!r}")
-        self.n_queries = _check_count(n_queries, "n_queries")
+        self.queries = _check_count(queries, "queries")
         if not 0.0 < float(p_init) <= 1.0:
             raise InputError(f"p_init must lie in (0, 1], got {p_init}")
         self.p_init = float(p_init)
@@ -139,7 +139,7 @@ class Square(Attack):
 
     def __repr__(self) -> str:
         return (
-            f"Square({self.threat}, n_queries={self.n_queries}, p_init={self.p_init}, "
+            f"Square({self.threat}, queries={self.queries}, p_init={self.p_init}, "
             f"restarts={self.restarts}, seed={self.seed}, resc_schedule={self.resc_schedule})"
         )
 
@@ -183,7 +183,7 @@ class Square(Attack):
 
     def _p(self, it: int) -> float:
         """Fraction of pixels in the window at iteration ``it``."""
-        return p_schedule(it, self.n_queries, self.p_init, self.resc_schedule)
+        return p_schedule(it, self.queries, self.p_init, self.resc_schedule)
 
     def _run(self, x: Tensor, label: Tensor, targeted: bool, draws: _Draws) -> tuple[Tensor, Tensor]:
         """One random search; returns the best points and their margins."""
@@ -194,7 +194,7 @@ class Square(Attack):
         }[self.threat.norm]
         x_best = init(x, draws)
         margin, loss = self._margin_and_loss(x_best, label, targeted)
-        for it in range(self.n_queries):
+        for it in range(self.queries):
             idx = (margin > 0).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
