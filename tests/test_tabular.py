@@ -36,6 +36,7 @@ def _write_fake_shuttle(path: Path, seed: int = 0) -> Path:
     y = (rng.random(n) < 0.3).astype(int)
     x = rng.integers(-50, 50, (n, 9))
     x[:, 0] = np.where(y == 1, rng.integers(60, 100, n), rng.integers(0, 40, n))
+    x[table_split_rows(n, "shuttle", "test")[0], 1] = 10_000  # an outlier only a test row holds: must be clipped
     lines = [",".join([*sources.SHUTTLE_COLUMNS, "anomaly"])]
     lines += [",".join(map(str, [*r, c])) for r, c in zip(x.tolist(), y.tolist())]
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
@@ -89,6 +90,7 @@ def test_test_values_outside_the_training_range_are_clipped_and_counted(fake_shu
     test = load_dataset("shuttle", "test")
     trainval = load_dataset("shuttle", "train+val")
     assert trainval.clipped == 0 and test.scaler.low == trainval.scaler.low
+    assert test.scaler.high[1] < 10_000 and test.clipped >= 1 and float(test.inputs[0, 1]) == 1.0
     raw = sources.load_shuttle_package(fake_shuttle)
     outside = raw.features[table_split_rows(len(raw.labels), "shuttle", "test")]
     low, high = np.array(test.scaler.low), np.array(test.scaler.high)
