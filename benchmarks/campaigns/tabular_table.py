@@ -6,6 +6,8 @@ check on the rows viewed as 1 x 1 x d images (Square itself takes only N x C x H
     OMP_NUM_THREADS=1 nice python benchmarks/campaigns/tabular_table.py --scale quick \\
         --out benchmarks/results/tabular_table.json
 
+``--extra-eps`` re-runs the whole protocol (PGD-50 and AutoAttack, step sizes scaled with the radius) on the same
+models at other radii (default 0.1, where the eps sweep shows the standard model losing normal rows too).
 Each row is trained into ``<runs>/tabular-shuttle-<variant>-<scale>`` (reused when its best checkpoint exists). The
 balanced numbers are computed here from the evaluation's per-point flags and the test labels; the evaluation result
 format itself carries plain accuracy only.
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from robustlab.attacks.square import Square
 from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
+from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.protocol import run_protocol
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.io.atomic import atomic_write_json
@@ -55,6 +58,18 @@ def balanced(correct: Tensor, labels: Tensor) -> float:
 def per_class(correct: Tensor, labels: Tensor) -> dict[str, float]:
     """Accuracy within each class present (its recall)."""
     return {str(int(c)): float(correct[labels == c].float().mean()) for c in labels.unique()}
+
+
+def at_eps(cfg: EvalConfig, eps: float) -> EvalConfig:
+    """The protocol ``cfg`` at radius ``eps``: every attack's eps (step sizes scaled alike), AutoAttack's; no sweep."""
+    attacks = []
+    for a in cfg.attacks:
+        update: dict[str, Any] = {"eps": eps}
+        if a.step_size is not None:
+            update["step_size"] = a.step_size * eps / a.eps
+        attacks.append(a.model_copy(update=update))
+    aa = None if cfg.autoattack is None else cfg.autoattack.model_copy(update={"eps": eps})
+    return cfg.model_copy(update={"attacks": attacks, "autoattack": aa, "eps_sweep": [], "large_eps": None})
 
 
 def trained(name: str, scale: str, runs: Path, epochs: int | None, train_subset: int | None) -> tuple[nn.Module, Any,
@@ -131,6 +146,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--train-subset", type=int, default=None, help="train on the first rows only")
     parser.add_argument("--square-queries", type=int, default=1000)
+    parser.add_argument("--extra-eps", type=float, nargs="*", default=[0.1], help="radii the protocol is re-run at")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tabular_table.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -152,11 +168,22 @@ def main() -> None:
             worst[: len(flags)] &= torch.tensor(flags)
         eps = float(result.threat["eps"])
         square = square_check(model, x, y, worst, eps, args.square_queries)
-        rows.append(row(variant, result, y, {"train_seconds": train_s, "eval_seconds": eval_s, "square": square}))
-        r = rows[-1]
-        print(f"{variant:9s} clean {r['clean']:.3f} (balanced {r['clean_balanced']:.3f})  robust {r['robust']:.3f} "
-              f"(balanced {r['robust_balanced']:.3f})  square broke {square['broken']}/{square['attacked']}  "
-              f"train {train_s:.0f}s eval {eval_s:.0f}s", flush=True)
+        r = row(variant, result, y, {"train_seconds": train_s, "eval_seconds": eval_s, "square": square})
+        print(f"{variant:9s} eps {eps:g}  clean {r['clean']:.3f} (balanced {r['clean_balanced']:.3f})  robust "
+              f"{r['robust']:.3f} (balanced {r['robust_balanced']:.3f})  square broke {square['broken']}/"
+              f"{square['attacked']}  train {train_s:.0f}s eval {eval_s:.0f}s", flush=True)
+        r["at_eps"] = {}
+        for extra in args.extra_eps:
+            res = run_protocol(model, test, at_eps(cfg, extra))
+            w = torch.tensor(res.per_sample["clean"])
+            for flags in res.per_sample.values():
+                w[: len(flags)] &= torch.tensor(flags)
+            sq = square_check(model, x, y, w, extra, args.square_queries)
+            r["at_eps"][repr(extra)] = row(variant, res, y, {"square": sq})
+            e = r["at_eps"][repr(extra)]
+            print(f"{variant:9s} eps {extra:g}  robust {e['robust']:.3f} (balanced {e['robust_balanced']:.3f})  "
+                  f"square broke {sq['broken']}/{sq['attacked']}", flush=True)
+        rows.append(r)
     atomic_write_json(args.out, {
         "what": "shuttle table (river 0.26.1 shuttle.csv.gz, ODDS binary), MLP 128-128, L-inf eps in units of each "
                 "feature's train+val range; robust = worst case over PGD-50 and AutoAttack custom (APGD-CE, FAB-T); "
