@@ -165,3 +165,13 @@ def test_square_refuses_rows_and_runs_on_rows_viewed_as_images() -> None:
     adv = Square(Rows(), ThreatModel("linf", 0.1), n_queries=50, seed=0)(images, y)
     assert adv.shape == images.shape and float((adv - images).abs().max()) <= 0.1 + 1e-6
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+
+
+def test_the_run_report_draws_table_rows() -> None:
+    """The report's adversarial grid takes N x d rows (a 1 x d strip per row) as well as images."""
+    from robustlab.report.adversarial import adversarial_grid_png
+
+    x = torch.rand(3, 9)
+    png = adversarial_grid_png(x, (x + 0.05).clamp(0, 1), torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]),
+                               torch.tensor([1, 1, 1]), title="rows")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
