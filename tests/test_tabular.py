@@ -4,6 +4,7 @@ tabular-shuttle presets, attacks on N x d rows, and Square's refusal of rows (wh
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def test_river_shuttle_loads_checksummed_split_and_scaled() -> None:
     rows = table_split_rows(len(raw.labels), "shuttle", "train+val")
     assert parts["test"].scaler.low == raw.features[rows].min(axis=0).tolist()  # fitted without the test rows
     assert parts["test"].scaler.high == raw.features[rows].max(axis=0).tolist()
+    assert "river" not in sys.modules  # only its data file is read
 
 
 def test_splits_are_fixed_disjoint_and_cover_the_table() -> None:
