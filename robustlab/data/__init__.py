@@ -1,4 +1,5 @@
-"""Datasets (MNIST, Fashion-MNIST, CIFAR-10) from offline, checksummed sources; fixed splits; batch augmentations."""
+"""Datasets (MNIST, Fashion-MNIST, CIFAR-10; the shuttle table) from offline, checksummed sources; fixed splits;
+batch augmentations."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from robustlab.data.registry import (
     describe_sources,
     holdout_indices,
     list_datasets,
-    load_dataset,
 )
 from robustlab.data.resolve import as_dataset
 from robustlab.data.safe_pickle import UnsafePickleError, safe_load, safe_loads
 from robustlab.data.sources import write_cifar10_folder
+from robustlab.data.tables import load_dataset, load_table_dataset
 from robustlab.data.transforms import AUGMENTATIONS, augment, random_crop, random_hflip
 from robustlab.data.user import FloatData, MinMaxScaler, load_user_data
 
@@ -39,6 +40,7 @@ __all__ = [
     "iterate_batches",
     "list_datasets",
     "load_dataset",
+    "load_table_dataset",
     "random_crop",
     "random_hflip",
     "safe_load",

