@@ -42,11 +42,11 @@ output (after the last conv block / the penultimate layer), or the flattened out
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from robustlab.core.errors import InputError
@@ -165,7 +165,8 @@ def adr_terms(
 class ADR(AdversarialObjective):
     """Adversary Divergence Reduction on top of PGD-AT (``base="adv"``) or TRADES (``base="trades"``)."""
 
-    Params = ADRParams
+    Params: ClassVar[type[BaseModel]] = ADRParams
+    params: ADRParams
     attack_loss = "kl"  # used when base == "trades"; base "adv" ascends CE (see attack_loss_fn)
     latent_plot = True
 

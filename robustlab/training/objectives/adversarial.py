@@ -36,6 +36,7 @@ class AdversarialObjective(Objective):
     """Base class: subclasses set ``attack_loss`` ("ce" or "kl") and implement :meth:`outer_loss`."""
 
     Params: ClassVar[type[BaseModel]] = AdversarialParams
+    params: AdversarialParams
     attack_loss: ClassVar[Literal["ce", "kl"]] = "ce"
 
     def __init__(self, cfg: ObjectiveConfig) -> None:

@@ -32,11 +32,11 @@ parallelism each process contrasts its own slice of the batch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode
@@ -168,7 +168,8 @@ def projection_head(kind: str, in_dim: int, out_dim: int = 128, hidden: int = 20
 class ASCL(AdversarialObjective):
     """Adversarial training with a supervised contrastive term over clean and adversarial latents (module doc)."""
 
-    Params = ASCLParams
+    Params: ClassVar[type[BaseModel]] = ASCLParams
+    params: ASCLParams
     attack_loss = "ce"
     latent_plot = True
 

@@ -42,6 +42,8 @@ class Objective:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The validated ``Params``; subclasses re-declare it with their own ``Params`` type for the type checker.
+    params: BaseModel
     needs_attack: ClassVar[bool] = True
     #: Whether reproduce plots this method's latent space (representation objectives: ADR, ASCL).
     latent_plot: ClassVar[bool] = False
