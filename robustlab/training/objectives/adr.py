@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import Tensor, nn
 
+from robustlab.attacks.losses import LossFn
 from robustlab.core.errors import InputError
 from robustlab.models.latent import latent_and_logits
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
@@ -170,7 +171,7 @@ class ADR(AdversarialObjective):
     attack_loss = "kl"  # used when base == "trades"; base "adv" ascends CE (see attack_loss_fn)
     latent_plot = True
 
-    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
+    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | LossFn:
         if self.params.base == "adv":
             return "ce"
         return super().attack_loss_fn(model, x)

@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from robustlab.attacks.losses import LossFn
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 from robustlab.training.objectives.losses import boosted_cross_entropy, kl_per_sample, true_class_probability
 from robustlab.training.objectives.trades import OfficialStart, OfficialStartParams
@@ -45,7 +46,7 @@ class MART(OfficialStart):
     params: MARTParams
     attack_loss = "kl"
 
-    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
+    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | LossFn:
         if self.params.form == "original":
             return "ce"
         return super().attack_loss_fn(model, x)
