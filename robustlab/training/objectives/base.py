@@ -140,8 +140,3 @@ def create_objective(cfg: ObjectiveConfig) -> Objective:
 def accuracy(logits: Tensor, y: Tensor) -> float:
     """Fraction of correct predictions, as a float for logging."""
     return float((logits.argmax(dim=1) == y).float().mean())
-
-
-def params_of(obj: Objective) -> Any:
-    """Typed parameters of an objective (helps type checkers in subclasses)."""
-    return obj.params
