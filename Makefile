@@ -40,14 +40,17 @@ setup: $(STAMP) datasets
 demo: setup
 	$(VENV)/bin/robustlab demo
 
-test: setup browser
+# lint first, so CI fails on a lint or type error before the long test run
+test: setup browser lint
 	$(PY) -m pytest -q
 
+# ruff, then mypy (its settings are [tool.mypy] in pyproject.toml)
 lint: setup
 	$(VENV)/bin/ruff check robustlab tests benchmarks
+	$(VENV)/bin/mypy robustlab
 
 bench: setup
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

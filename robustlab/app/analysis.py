@@ -12,7 +12,7 @@ from robustlab.analysis.detection import DetectionResult, detection_experiment, 
 from robustlab.analysis.transferability import TransferabilityResult, save_transferability, transferability
 from robustlab.attacks import create_attack
 from robustlab.core.errors import InputError
-from robustlab.core.threat import ThreatModel
+from robustlab.core.threat import ThreatModel, canonical_norm
 from robustlab.models.ensemble import is_ensemble
 from robustlab.runs import load_run_points, run_folder_of, training_attack
 
@@ -95,7 +95,7 @@ def run_transfer(run: str | Path, *, eps: float | None = None, steps: int | None
     d = transfer_defaults(run, meta["dataset"])
     radius = eps if eps is not None else d.eps[0]
     k, size = steps or d.steps, step_size or d.step_size or radius / 10
-    threat = ThreatModel(norm, radius)
+    threat = ThreatModel(canonical_norm(norm), radius)
     result = transferability(model, x, y, lambda m: create_attack("pgd", m, threat, steps=k, step_size=size),
                              label=f"(PGD-{k} {norm} eps={radius:.4g} step={size:.4g})")
     return result, save_transferability(result, run_folder_of(run) / "analysis" / "transferability.json")

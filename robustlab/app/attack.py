@@ -16,7 +16,7 @@ from robustlab.attacks.config import AttackConfig, build_attack
 from robustlab.core.config import parse_config
 from robustlab.core.errors import InputError
 from robustlab.core.rng import derive_seed
-from robustlab.core.threat import ThreatModel
+from robustlab.core.threat import ThreatModel, canonical_norm
 from robustlab.data import as_dataset
 from robustlab.io.atomic import ensure_writable
 from robustlab.io.checkpoint import save_tensors
@@ -42,7 +42,7 @@ def craft(model: nn.Module, x: Tensor, y: Tensor, attack: str, norm: str, eps: f
     ``autoattack-<version>``, run over ``x`` in batches under ``seed``."""
     torch.manual_seed(derive_seed(seed, "attack"))
     if attack.startswith("autoattack-"):
-        x_adv = AutoAttack(model, ThreatModel(norm, eps), version=attack.split("-", 1)[1], seed=seed,
+        x_adv = AutoAttack(model, ThreatModel(canonical_norm(norm), eps), version=attack.split("-", 1)[1], seed=seed,
                            batch_size=batch_size).run(x, y).x_adv
         return x_adv, {"name": attack, "norm": norm, "eps": eps, "seed": seed}
     cfg = parse_config({"name": attack, "norm": norm, "eps": eps, **(settings or {})}, AttackConfig, "attack")

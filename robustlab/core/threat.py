@@ -16,7 +16,18 @@ from robustlab.core.rng import sharded_rand
 
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
-_ALIASES = {"inf": "linf", "linf": "linf", "l_inf": "linf", "li": "linf", "l2": "l2", "2": "l2", "l1": "l1", "1": "l1"}
+_ALIASES: dict[str, Norm] = {"inf": "linf", "linf": "linf", "l_inf": "linf", "li": "linf", "l2": "l2", "2": "l2",
+                             "l1": "l1", "1": "l1"}
+
+
+def canonical_norm(norm: str) -> Norm:
+    """The norm named by ``norm`` or an alias of it (``"inf"``, ``"2"``, any case); InputError for anything else.
+
+    ``ThreatModel`` applies it itself; callers holding a user's string call it first to get the ``Norm`` type."""
+    canonical = _ALIASES.get(str(norm).lower())
+    if canonical is None:
+        raise InputError(f"unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+    return canonical
 
 
 def _flat(t: Tensor) -> Tensor:
@@ -100,10 +111,7 @@ class ThreatModel:
     eps: float
 
     def __post_init__(self) -> None:
-        canonical = _ALIASES.get(str(self.norm).lower())
-        if canonical is None:
-            raise InputError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
-        object.__setattr__(self, "norm", canonical)
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
         eps = float(self.eps)
         if not (eps > 0 and eps < float("inf")):
             raise InputError(f"eps must be a finite number > 0, got {self.eps}")

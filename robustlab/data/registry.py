@@ -247,15 +247,15 @@ def _load_raw(info: DatasetInfo, root: str | Path | None, download: bool) -> Raw
     if folder is not None:  # an explicit CIFAR folder wins over the cache: the user named the data to use
         raw = sources.load_cifar_folder(sources.find_cifar_folder(folder))
         return _finish(raw, info, cache, write=raw.verified and not cache.exists())
-    raw = sources.read_cache(cache, info.shape, info.num_classes)
-    if raw is not None:
-        return raw
-    raw = _packaged(name)
-    if raw is None and download:
-        raw = sources.download_to_temp(_DOWNLOADERS[name], cache.parent)
-    if raw is None:
+    cached = sources.read_cache(cache, info.shape, info.num_classes)
+    if cached is not None:
+        return cached
+    found = _packaged(name)
+    if found is None and download:
+        found = sources.download_to_temp(_DOWNLOADERS[name], cache.parent)
+    if found is None:
         raise DatasetNotFoundError(f"{name} not found ({_looked_in(name, cache)}). {HINTS[name]}")
-    return _finish(raw, info, cache, write=raw.verified)
+    return _finish(found, info, cache, write=found.verified)
 
 
 def _packaged(name: str) -> RawData | None:

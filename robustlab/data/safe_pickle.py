@@ -13,7 +13,7 @@ import importlib
 import io
 import pickle
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any, Protocol
 
 from robustlab.core.errors import RobustlabError
 
@@ -63,6 +63,14 @@ for _module in ("builtins", "__builtin__"):  # __builtin__: Python 2 pickles (fi
         _ALLOWED[(_module, _obj.__name__)] = (lambda o: lambda: o)(_obj)
 
 
+class Readable(Protocol):
+    """What ``pickle.Unpickler`` reads from: an open binary file, ``gzip.open(...)``, ``io.BytesIO``."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+    def readline(self) -> bytes: ...
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only numpy array-reconstruction globals and builtin containers."""
 
@@ -77,7 +85,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return resolve()
 
 
-def safe_load(fh: IO[bytes], *, encoding: str = "ASCII") -> Any:
+def safe_load(fh: Readable, *, encoding: str = "ASCII") -> Any:
     """Unpickle from a binary file with the restricted unpickler (``encoding='latin1'`` for Python 2 pickles)."""
     return RestrictedUnpickler(fh, encoding=encoding).load()
 

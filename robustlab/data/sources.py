@@ -133,7 +133,7 @@ def cache_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return folder / f"{name}.npz"
 
 
-def read_cache(path: Path, shape: tuple[int, int, int], num_classes: int) -> RawData | None:
+def read_cache(path: Path, shape: tuple[int, ...], num_classes: int) -> RawData | None:
     """Load a cache written by ``write_cache``; None when absent, a warning and None when unreadable or foreign."""
     if not path.is_file():
         return None
@@ -171,7 +171,7 @@ def write_cache(path: Path, raw: RawData) -> bool:
     return True
 
 
-def check_arrays(raw: RawData, shape: tuple[int, int, int], num_classes: int) -> None:
+def check_arrays(raw: RawData, shape: tuple[int, ...], num_classes: int) -> None:
     """Require uint8 N x C x H x W images of ``shape`` and int64 labels in [0, num_classes) for both splits."""
     for split, x, y in (("train", raw.train_images, raw.train_labels), ("test", raw.test_images, raw.test_labels)):
         if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
@@ -461,7 +461,9 @@ def download_cifar10(workdir: Path) -> RawData:
         for member in tar.getmembers():  # copy bytes by name: no paths from the archive ever reach the filesystem
             fname = member.name.rsplit("/", 1)[-1]
             if member.isfile() and member.name == f"{CIFAR10_DIRNAME}/{fname}" and fname in CIFAR10_MD5:
-                (folder / fname).write_bytes(tar.extractfile(member).read())
+                content = tar.extractfile(member)
+                assert content is not None  # a regular file always has its bytes
+                (folder / fname).write_bytes(content.read())
     raw = load_cifar_folder(find_cifar_folder(folder))
     raw.source = f"download:{CIFAR10_URL}"
     return raw

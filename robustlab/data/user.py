@@ -208,13 +208,13 @@ def load_image_folder(path: str | Path, split: str = "all", *, val_size: int | N
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{f} is not a readable image: {exc}") from None
         gray &= opened[-1][1].mode in ("L", "1", "I;16", "I")
-    for f, im in opened:
+    for f, image in opened:
         if size is None:
-            size = im.size
-        elif im.size != size:
+            size = image.size
+        elif image.size != size:
             raise InputError(f"images must all have one size: {opened[0][0]} is {size[0]}x{size[1]} but {f} is "
-                             f"{im.size[0]}x{im.size[1]}; resize them first")
-        a = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
+                             f"{image.size[0]}x{image.size[1]}; resize them first")
+        a = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
         arrays.append(a[None] if gray else a.transpose(2, 0, 1))
     images = torch.from_numpy(np.stack(arrays))
     y = labels[rows]

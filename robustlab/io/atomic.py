@@ -70,7 +70,7 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file, ignoring a torn last line left by a crash."""
-    rows = []
+    rows: list[dict] = []
     p = Path(path)
     if not p.exists():
         return rows

@@ -14,10 +14,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
+            continue
+        compiled = getattr(model, "_orig_mod", None)
+        if not isinstance(compiled, nn.Module):
             return model
+        model = compiled
 
 
 def shapes_sha(shapes: Mapping[str, Iterable[int]]) -> str:

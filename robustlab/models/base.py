@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from torch import Tensor, nn
 
 from robustlab.core.errors import InputError
@@ -31,6 +33,30 @@ class ClassifierNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a normalised batch."""
         return self.classify(self.encode(x))
+
+
+class EncoderClassifier(Protocol):
+    """The ``ClassifierNet`` contract as a type, met by registry nets and by ``Normalized`` around one.
+
+    Models are checked for it at run time (``hasattr``/``callable``), since any module may implement it; code that
+    has checked (or forwards, and lets a missing attribute raise) applies this type with ``typing.cast``.
+    """
+
+    @property
+    def latent_layer(self) -> str: ...
+
+    @property
+    def penultimate_layer(self) -> str: ...
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def classify(self, z: Tensor) -> Tensor: ...
 
 
 def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from robustlab.core.errors import ConfigError, InputError
 from robustlab.core.registry import normalize_name
+from robustlab.models.base import EncoderClassifier
 from robustlab.models.registry import check_builder_kwargs, get_builder, register_model
 
 
@@ -87,7 +88,7 @@ class MemberView(nn.Module):
     @property
     def num_classes(self) -> int:
         """Number of classes of the member."""
-        return self.net.num_classes
+        return cast(EncoderClassifier, self.net).num_classes
 
     def forward(self, x: Tensor) -> Tensor:
         """Member logits for raw input."""

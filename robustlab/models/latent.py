@@ -6,10 +6,13 @@ the model's ``encode``/``classify`` by default, or any named layer read with ``L
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import unknown_name_message
+from robustlab.models.base import EncoderClassifier
 from robustlab.models.normalized import Normalized
 from robustlab.models.taps import LayerTaps, named_layers
 
@@ -37,8 +40,9 @@ def latent_and_logits(model: nn.Module, x: Tensor, latent_layer: str | None = No
     ``latent_layer`` (tapped during the forward that also gives the logits). Gradients flow through both."""
     check_latent_layer(model, latent_layer)
     if latent_layer is None:
-        z = model.encode(x)
-        return z, model.classify(z)
+        split = cast(EncoderClassifier, model)  # checked above: it has encode and classify
+        z = split.encode(x)
+        return z, split.classify(z)
     with LayerTaps(model, [latent_layer]) as taps:
         logits = model(x)
     z = taps[latent_layer]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from robustlab.core.errors import InputError
+from robustlab.models.base import EncoderClassifier
 
 
 class Normalized(nn.Module):
@@ -59,33 +60,38 @@ class Normalized(nn.Module):
         """Logits of the wrapped net for raw [0, 1] input."""
         return self.net(self.normalize(x))
 
+    @property
+    def _split(self) -> EncoderClassifier:
+        """The wrapped net as a registry net; a net without the attribute asked for raises AttributeError."""
+        return cast(EncoderClassifier, self.net)
+
     def encode(self, x: Tensor) -> Tensor:
         """Latent vector of the wrapped registry net for raw [0, 1] input."""
-        return self.net.encode(self.normalize(x))
+        return self._split.encode(self.normalize(x))
 
     def classify(self, z: Tensor) -> Tensor:
         """Logits from latent vectors (the wrapped net's head)."""
-        return self.net.classify(z)
+        return self._split.classify(z)
 
     @property
     def latent_layer(self) -> str:
         """Tap name of the encoder output on this wrapper, e.g. ``"net.flatten"``."""
-        return "net." + self.net.latent_layer
+        return "net." + self._split.latent_layer
 
     @property
     def penultimate_layer(self) -> str:
         """Tap name of the last hidden activation on this wrapper, e.g. ``"net.classifier.relu2"``."""
-        return "net." + self.net.penultimate_layer
+        return "net." + self._split.penultimate_layer
 
     @property
     def num_classes(self) -> int:
         """Number of logits of the wrapped net."""
-        return self.net.num_classes
+        return self._split.num_classes
 
     @property
     def latent_dim(self) -> int:
         """Size of the latent vector of the wrapped net."""
-        return self.net.latent_dim
+        return self._split.latent_dim
 
     def extra_repr(self) -> str:
         """Show the normalisation constants in ``print(model)``."""

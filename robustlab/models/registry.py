@@ -23,12 +23,20 @@ _REGISTRY: dict[str, Builder] = {}
 
 @runtime_checkable
 class DatasetLike(Protocol):
-    """What models need to know about a dataset (``robustlab.data.DatasetInfo`` satisfies it)."""
+    """What models need to know about a dataset (``robustlab.data.DatasetInfo`` satisfies it); read-only, so frozen
+    dataclasses qualify. ``shape`` is (C, H, W) for images or (d,) for table rows."""
 
-    num_classes: int
-    shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def mean(self) -> tuple[float, ...]: ...
+
+    @property
+    def std(self) -> tuple[float, ...]: ...
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ class ResultsStore:
         text = row.pop("result_json")
         cur = self.conn.execute(f"INSERT INTO evaluations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                                 tuple(row.values()))
+        assert cur.lastrowid is not None  # every INSERT sets it
         eval_id = int(cur.lastrowid)
         self.conn.execute("INSERT INTO evaluation_json (eval_id, result_json) VALUES (?, ?)", (eval_id, text))
         attacks = json.loads(text)["robust_accuracy"]

@@ -46,7 +46,7 @@ class Lookahead(torch.optim.Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         """One inner step; every k-th, the slow/fast synchronisation."""
         for group in self.param_groups:
             for p in group["params"]:
@@ -65,7 +65,7 @@ class Lookahead(torch.optim.Optimizer):
     def _indexed(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """The inner state dict plus ``lookahead_slow`` per parameter index."""
         sd = self.optimizer.state_dict()
         for idx, p in enumerate(self._indexed()):
@@ -73,7 +73,7 @@ class Lookahead(torch.optim.Optimizer):
                 sd["state"].setdefault(idx, {})[_SLOW] = self.slow[p].clone()
         return sd
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
         params = self._indexed()
         inner_state, slow = {}, {}

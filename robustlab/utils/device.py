@@ -18,7 +18,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if name is None or str(name) in ("auto", "cuda"):
         if torch.cuda.is_available():
             return torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
-        if str(name) != "cuda":
+        if name is None or str(name) != "cuda":
             return torch.device("cpu")
     try:
         device = torch.device(name)
@@ -33,8 +33,8 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer; the CPU for a model with neither."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

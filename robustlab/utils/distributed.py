@@ -44,16 +44,16 @@ def average_gradients(model: nn.Module, info: DistInfo) -> None:
     """All-reduce and average parameter gradients across ranks in one flat buffer."""
     if info.world <= 1:
         return
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
         return
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= info.world
     offset = 0
-    for p in params:
-        n = p.grad.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
         offset += n
 
 

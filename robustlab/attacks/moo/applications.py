@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from robustlab.attacks.base import Attack
 from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.moo.solver import MOOResult, MOOSettings, run_moo
 from robustlab.attacks.moo.transforms import TABLE9, TransformSet
-from robustlab.attacks.registry import register_attack
+from robustlab.attacks.registry import ATTACKS
 from robustlab.core.errors import InputError
 from robustlab.core.threat import ThreatModel
 from robustlab.core.validation import check_logits
@@ -74,8 +75,8 @@ def member_logits(model: nn.Module, x: Tensor) -> Tensor:
 
     if is_ensemble(model):
         out = ensemble_member_logits(model, x)
-    elif hasattr(model, "member_logits"):
-        out = model.member_logits(x)
+    elif callable(own := getattr(model, "member_logits", None)):
+        out = own(x)
     else:
         raise InputError(f"an ensemble attack needs an ensemble model (robustlab.models.ensemble.Ensemble, "
                          f"registry name 'ensemble'), got {type(model).__name__}")
@@ -93,13 +94,13 @@ class MOOAttack(Attack):
     extra_settings = frozenset(f.name for f in fields(MOOSettings)) - {"step_size", "steps"}
 
     def __init__(self, model: nn.Module, threat: ThreatModel, *, method: str = "tamoo", steps: int = 100,
-                 step_size: float | None = None, random_start: bool = True, **options: object) -> None:
+                 step_size: float | None = None, random_start: bool = True, **options: Any) -> None:
         super().__init__(model, threat, loss="ce")
         if step_size is None:
             step_size = threat.eps / 4  # the paper's 2/255 at eps 8/255
         init = options.pop("init", "symmetric" if random_start else "zero")
         if "init_weights" in options and options["init_weights"] is not None:
-            options["init_weights"] = tuple(float(v) for v in options["init_weights"])  # type: ignore[union-attr]
+            options["init_weights"] = tuple(float(v) for v in options["init_weights"])
         self.settings = MOOSettings(method=method, steps=steps, step_size=step_size, init=init, **options)
         self.last: MOOResult | None = None
 
@@ -109,13 +110,13 @@ class MOOAttack(Attack):
         return self.last
 
 
-@register_attack("tamoo-ens")
+@ATTACKS.register("tamoo-ens")
 class EnsembleMOO(MOOAttack):
     """Attack K ensemble members at once: f_i = loss(h_i(x + delta), y); task i succeeds when h_i misclassifies."""
 
     def __init__(self, model: nn.Module, threat: ThreatModel, *, loss: str = "ce", kappa: float = 50.0,
-                 **kwargs: object) -> None:
-        super().__init__(model, threat, **kwargs)  # type: ignore[arg-type]
+                 **kwargs: Any) -> None:
+        super().__init__(model, threat, **kwargs)
         self.task_loss_name = loss
         self.task_loss = task_loss(loss, kappa)
 
@@ -148,14 +149,14 @@ def _reference(model: nn.Module, x: Tensor, y: Tensor, success_ref: str) -> Tens
         return check_logits(model(x), x.shape[0]).argmax(dim=1)
 
 
-@register_attack("tamoo-uni")
+@ATTACKS.register("tamoo-uni")
 class UniversalMOO(MOOAttack):
     """One perturbation shared by each group of ``group_size`` consecutive images; task i = image i of the group,
     CW loss; an image succeeds when its prediction differs from ``success_ref`` (clean prediction by default)."""
 
     def __init__(self, model: nn.Module, threat: ThreatModel, *, group_size: int = 4, loss: str = "cw",
-                 kappa: float = 50.0, success_ref: str = "prediction", **kwargs: object) -> None:
-        super().__init__(model, threat, **kwargs)  # type: ignore[arg-type]
+                 kappa: float = 50.0, success_ref: str = "prediction", **kwargs: Any) -> None:
+        super().__init__(model, threat, **kwargs)
         if isinstance(group_size, bool) or int(group_size) != group_size or group_size < 1:
             raise InputError(f"group_size must be an integer >= 1, got {group_size!r}")
         if success_ref not in SUCCESS_REFS:
@@ -202,7 +203,7 @@ class UniversalMOO(MOOAttack):
         return SuccessRates.of(fooled.reshape(-1, self.group_size))
 
 
-@register_attack("tamoo-eot")
+@ATTACKS.register("tamoo-eot")
 class TransformMOO(MOOAttack):
     """Perturbation that survives a set of transformations: task i = family i of ``transforms`` (Table 9 by
     default), CW loss on h(t_i(x + delta)); success when the prediction differs from ``success_ref`` computed on the
@@ -213,10 +214,10 @@ class TransformMOO(MOOAttack):
     def __init__(self, model: nn.Module, threat: ThreatModel, *, transforms: Sequence[str] = TABLE9,
                  stochastic: bool = False, loss: str = "cw", kappa: float = 50.0, success_ref: str = "prediction",
                  generator: torch.Generator | None = None, entropy_coef: float | None = None,
-                 **kwargs: object) -> None:
+                 **kwargs: Any) -> None:
         if entropy_coef is None:
             entropy_coef = EOT_ENTROPY_COEF if kwargs.get("method", "tamoo") == "tamoo" else 0.0
-        super().__init__(model, threat, entropy_coef=entropy_coef, **kwargs)  # type: ignore[arg-type]
+        super().__init__(model, threat, entropy_coef=entropy_coef, **kwargs)
         if success_ref not in SUCCESS_REFS:
             raise InputError(f"unknown success_ref {success_ref!r}; valid: {', '.join(SUCCESS_REFS)}")
         self.transforms = TransformSet(transforms, stochastic, generator)

@@ -31,7 +31,9 @@ from robustlab.core.threat import ThreatModel
 
 Method = Literal["tamoo", "moo", "uniform", "minmax"]
 METHODS: tuple[str, ...] = ("tamoo", "moo", "uniform", "minmax")
+WeightSolver = Literal["softmax-gd", "exact", "frank-wolfe", "projected"]
 WEIGHT_SOLVERS: tuple[str, ...] = ("softmax-gd", "exact", "frank-wolfe", "projected")
+AllAchievedRule = Literal["sum-squares", "zero", "skip"]
 TaskFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
@@ -66,7 +68,7 @@ class MOOSettings:
     lam: float = 100.0
     inner_steps: int = 10
     w_lr: float = 0.005
-    weight_solver: str = "softmax-gd"
+    weight_solver: WeightSolver = "softmax-gd"
     gamma: float = 3.0
     minmax_lr: float = 0.025
     entropy_coef: float = 0.0
@@ -76,7 +78,7 @@ class MOOSettings:
     init_weights: tuple[float, ...] | None = None
     grad_memory: bool = False
     mask_achieved_q: bool = False
-    all_achieved: str = "sum-squares"
+    all_achieved: AllAchievedRule = "sum-squares"
 
     def __post_init__(self) -> None:
         _choice(self.method, METHODS, "MOO method")

@@ -111,6 +111,10 @@ class AToPConfig(Strict):
     _safe_name = field_validator("name")(plain_run_name)
 
 
+AToPProtocol = Literal["A", "B", "C", "unseen"]
+ATOP_PROTOCOLS: tuple[AToPProtocol, ...] = ("A", "B", "C", "unseen")
+
+
 class ProtocolSettings(Strict):
     """Evaluation of the defence (spec §2.6): A full pipeline with EoT, B BPDA-identity / classifier-only,
     C PGD+EoT, and the unseen threats (every ``unseen`` threat attacked end to end with EoT)."""
@@ -130,7 +134,7 @@ class ProtocolSettings(Strict):
     c_random_start: bool = False
     unseen: dict[str, float] = Field(default_factory=lambda: {"linf": 8 / 255, "l2": 0.5, "l1": 12.0})
     unseen_steps: int = Field(default=100, ge=1)
-    protocols: list[Literal["A", "B", "C", "unseen"]] = Field(default_factory=lambda: ["A", "B", "C", "unseen"])
+    protocols: list[AToPProtocol] = Field(default_factory=lambda: list(ATOP_PROTOCOLS))
 
     @field_validator("unseen")
     @classmethod

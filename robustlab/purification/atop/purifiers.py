@@ -25,7 +25,7 @@ def _shape(image_shape: Sequence[int], multiple: int) -> tuple[int, int, int]:
         raise InputError(f"image_shape must be (C, H, W), got {image_shape!r}")
     if shape[1] % multiple or shape[2] % multiple:
         raise InputError(f"this purifier needs H and W divisible by {multiple}, got {shape[1]}x{shape[2]}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 class Purifier(nn.Module):
@@ -56,6 +56,7 @@ class Purifier(nn.Module):
         trains (accuracy 91% after 150 steps, measured)."""
         logit = torch.logit(channel_mean.float().clamp(0.02, 0.98))
         for conv in self.output_convs():
+            assert conv.bias is not None  # every output convolution is built with a bias
             conv.bias.copy_(logit.to(conv.bias))
 
     def forward_stages(self, x_masked: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
@@ -76,6 +77,14 @@ class GatedConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feat, gate = self.conv(x).chunk(2, dim=1)
         return nn.functional.elu(feat) * torch.sigmoid(gate)
+
+
+def _last_conv(stage: nn.Sequential) -> nn.Conv2d:
+    """The output convolution that ends ``stage``."""
+    conv = stage[-1]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"a purifier stage must end in a Conv2d, this one ends in {type(conv).__name__}")
+    return conv
 
 
 def _stage(cin: int, width: int, cout: int) -> nn.Sequential:
@@ -103,7 +112,7 @@ class InpaintGenerator(Purifier):
         self.refine = _stage(c + 2, self.width, c)
 
     def output_convs(self) -> list[nn.Conv2d]:
-        return [self.coarse[-1], self.refine[-1]]
+        return [_last_conv(self.coarse), _last_conv(self.refine)]
 
     def forward_stages(self, x_masked: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``(stage1, stage2)``, both in [0, 1]; the L1 loss applies to both (as in the released code)."""
@@ -131,7 +140,7 @@ class PatchDiscriminator(Purifier):
             sn(nn.Conv2d(2 * w, 2 * w, 5, 2, 2)), nn.LeakyReLU(0.2), sn(nn.Conv2d(2 * w, 1, 3, 1, 1)),
         )
 
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """Patch scores, flattened to N x P."""
         self.check(image, mask)
         return self.net(torch.cat([image, mask], dim=1)).flatten(1)
@@ -159,7 +168,7 @@ class AEPurifier(Purifier):
         )
 
     def output_convs(self) -> list[nn.Conv2d]:
-        return [self.decoder[-1]]
+        return [_last_conv(self.decoder)]
 
     def forward_stages(self, x_masked: Tensor, mask: Tensor) -> tuple[Tensor]:
         """``(reconstruction,)`` in [0, 1]."""

@@ -12,9 +12,11 @@ with x_a crafted against the ensemble output. Defaults are ADP_{2,0.5} and the o
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from robustlab.models.ensemble import as_ensemble, log_mean_softmax, member_logits
@@ -60,7 +62,8 @@ class ADP(AdversarialObjective):
 
     model_kind = "ensemble"
 
-    Params = ADPParams
+    Params: ClassVar[type[BaseModel]] = ADPParams
+    params: ADPParams
 
     def _batch_loss(self, model: nn.Module, z_in: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         p = self.params

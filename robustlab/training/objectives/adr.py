@@ -42,13 +42,14 @@ output (after the last conv block / the penultimate layer), or the flattened out
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import Tensor, nn
 
+from robustlab.attacks.losses import LossFn
 from robustlab.core.errors import InputError
 from robustlab.models.latent import latent_and_logits
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
@@ -165,11 +166,12 @@ def adr_terms(
 class ADR(AdversarialObjective):
     """Adversary Divergence Reduction on top of PGD-AT (``base="adv"``) or TRADES (``base="trades"``)."""
 
-    Params = ADRParams
+    Params: ClassVar[type[BaseModel]] = ADRParams
+    params: ADRParams
     attack_loss = "kl"  # used when base == "trades"; base "adv" ascends CE (see attack_loss_fn)
     latent_plot = True
 
-    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
+    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | LossFn:
         if self.params.base == "adv":
             return "ce"
         return super().attack_loss_fn(model, x)

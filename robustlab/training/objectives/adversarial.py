@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode
+from robustlab.attacks.losses import LossFn
 from robustlab.training.objectives.awp import AWPParams, WeightPerturbation
 from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, unwrap
 from robustlab.training.objectives.losses import kl_attack_loss
@@ -36,6 +37,7 @@ class AdversarialObjective(Objective):
     """Base class: subclasses set ``attack_loss`` ("ce" or "kl") and implement :meth:`outer_loss`."""
 
     Params: ClassVar[type[BaseModel]] = AdversarialParams
+    params: AdversarialParams
     attack_loss: ClassVar[Literal["ce", "kl"]] = "ce"
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
@@ -44,7 +46,7 @@ class AdversarialObjective(Objective):
         self.awp = WeightPerturbation(self.params.awp) if self.params.awp is not None else None
 
     # ------------------------------------------------------------------------------------------ inner max
-    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
+    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | LossFn:
         """The loss the inner attack ascends: cross-entropy, or TRADES' KL to the (fixed) clean prediction."""
         if self.attack_loss == "ce":
             return "ce"

@@ -32,15 +32,16 @@ parallelism each process contrasts its own slice of the batch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode
 from robustlab.core.errors import ConfigError, UnknownNameError
+from robustlab.models.base import EncoderClassifier
 from robustlab.models.taps import LayerTaps
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
 from robustlab.training.objectives.base import Metrics, ObjectiveConfig, accuracy, register_objective, unwrap
@@ -168,7 +169,8 @@ def projection_head(kind: str, in_dim: int, out_dim: int = 128, hidden: int = 20
 class ASCL(AdversarialObjective):
     """Adversarial training with a supervised contrastive term over clean and adversarial latents (module doc)."""
 
-    Params = ASCLParams
+    Params: ClassVar[type[BaseModel]] = ASCLParams
+    params: ASCLParams
     attack_loss = "ce"
     latent_plot = True
 
@@ -195,8 +197,9 @@ class ASCL(AdversarialObjective):
             if not (hasattr(bare, "encode") and hasattr(bare, "classify")):
                 raise ConfigError(f"ascl: model {type(bare).__name__} has no encode()/classify(); set latent_layer "
                                   "to one of its layer names")
-            z = bare.encode(x)
-            return z.flatten(1), bare.classify(z)
+            split = cast(EncoderClassifier, bare)
+            z = split.encode(x)
+            return z.flatten(1), split.classify(z)
         try:
             taps = LayerTaps(bare, [layer])
         except UnknownNameError as exc:
@@ -216,7 +219,7 @@ class ASCL(AdversarialObjective):
             return self.head
         bare = unwrap(model)
         if p.latent_layer is None and p.latent == "encoder" and hasattr(bare, "latent_dim"):
-            dim = int(bare.latent_dim)
+            dim = int(cast(EncoderClassifier, bare).latent_dim)
         else:
             with torch.no_grad(), attack_mode(bare):  # eval mode: the dry run leaves BatchNorm statistics alone
                 dim = self.latent_and_logits(bare, example)[0].shape[1]
@@ -228,8 +231,9 @@ class ASCL(AdversarialObjective):
             return z
         if self.head is None:  # used outside the trainer without modules(): build it now (not trained by anyone)
             p = self.params
-            self.head = projection_head(p.projection_head, z.shape[1], p.projection_dim, p.projection_hidden)
-            self.head.to(z.device)
+            head = projection_head(p.projection_head, z.shape[1], p.projection_dim, p.projection_hidden)
+            assert head is not None  # only "identity" has none, returned above
+            self.head = head.to(z.device)
         return self.head(z)
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:

@@ -95,8 +95,8 @@ class WeightPerturbation:
         proxy = self._sync_proxy(bare)
         named = [(n, p) for n, p in proxy.named_parameters() if p.requires_grad]
         proxy_loss = loss_fn(proxy)
-        grads = torch.autograd.grad(-proxy_loss, [p for _, p in named], allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g.detach() for (_, p), g in zip(named, grads)]
+        raw = torch.autograd.grad(-proxy_loss, [p for _, p in named], allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for (_, p), g in zip(named, raw)]
         _average_across_ranks(grads)
         model_params = dict(bare.named_parameters())
         sq_sum = w_sum = proxy_loss.new_zeros((), dtype=torch.float32)

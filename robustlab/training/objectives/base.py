@@ -42,6 +42,8 @@ class Objective:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The validated ``Params``; subclasses re-declare it with their own ``Params`` type for the type checker.
+    params: BaseModel
     needs_attack: ClassVar[bool] = True
     #: Whether reproduce plots this method's latent space (representation objectives: ADR, ASCL).
     latent_plot: ClassVar[bool] = False
@@ -138,8 +140,3 @@ def create_objective(cfg: ObjectiveConfig) -> Objective:
 def accuracy(logits: Tensor, y: Tensor) -> float:
     """Fraction of correct predictions, as a float for logging."""
     return float((logits.argmax(dim=1) == y).float().mean())
-
-
-def params_of(obj: Objective) -> Any:
-    """Typed parameters of an objective (helps type checkers in subclasses)."""
-    return obj.params

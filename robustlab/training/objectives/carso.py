@@ -104,10 +104,11 @@ class CARSOObjective(Objective):
     model_kind = "carso"
 
     Params: ClassVar[type[BaseModel]] = CARSOParams
+    params: CARSOParams
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)
-        p: CARSOParams = self.params  # type: ignore[assignment]
+        p = self.params
         assert cfg.attack is not None
         if p.attacks is not None:
             self.attack_cfgs = list(p.attacks)
@@ -128,7 +129,7 @@ class CARSOObjective(Objective):
     @property
     def beta(self) -> float:
         """The KL weight at the current progress."""
-        p: CARSOParams = self.params  # type: ignore[assignment]
+        p = self.params
         return beta_schedule(self._epochs_done, lag=p.beta_lag_epochs, ramp=p.beta_ramp_epochs, beta_max=p.beta_max,
                              per_epoch=p.beta_per_epoch)
 
@@ -148,12 +149,12 @@ class CARSOObjective(Objective):
 
         net, wrapper = carso_of(model)
         attacks = [build_attack(c, net.classifier) for c in self.attack_cfgs]  # against the classifier alone
-        x_in, source = mix_batch(x, y, attacks, self.params.adv_fraction)  # type: ignore[attr-defined]
+        x_in, source = mix_batch(x, y, attacks, self.params.adv_fraction)
         rec_logits, mu, logvar = net.reconstruct_logits(wrapper.normalize(x_in) if wrapper is not None else x_in)
         beta = self.beta
         loss, bce, kl = vae_loss(rec_logits, x, mu, logvar, beta, logits=True)
         n = len(x)
-        if self.params.reduction == "mean":  # type: ignore[attr-defined]
+        if self.params.reduction == "mean":
             loss = loss / n
         return loss, {"loss": float(loss.detach()), "bce_per_image": float(bce.detach()) / n,
                       "kl_per_image": float(kl.detach()) / n, "beta": beta,

@@ -15,11 +15,11 @@ default), ``dm`` (0, 5: detection mode), ``base`` (0, 0). Cross-entropy and entr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from robustlab.core.errors import ConfigError
@@ -98,7 +98,8 @@ class CCE(AdversarialObjective):
 
     model_kind = "ensemble"
 
-    Params = CCEParams
+    Params: ClassVar[type[BaseModel]] = CCEParams
+    params: CCEParams
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)

@@ -8,10 +8,10 @@ loss instead: the sum over members of their own cross-entropies on the same two 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from robustlab.models.ensemble import as_ensemble, log_mean_softmax, member_logits
@@ -28,7 +28,10 @@ class AdvEnParams(PGDATParams):
 
 def members_ce(member_z: Tensor, y: Tensor) -> Tensor:
     """Sum over members of each member's mean cross-entropy, from stacked logits (K, N, C)."""
-    return sum(F.cross_entropy(z.float(), y) for z in member_z)  # type: ignore[return-value]
+    total = F.cross_entropy(member_z[0].float(), y)
+    for z in member_z[1:]:
+        total = total + F.cross_entropy(z.float(), y)
+    return total
 
 
 @register_objective("adv-en")
@@ -37,7 +40,8 @@ class AdvEn(PGDAT):
 
     model_kind = "ensemble"
 
-    Params = AdvEnParams
+    Params: ClassVar[type[BaseModel]] = AdvEnParams
+    params: AdvEnParams
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         as_ensemble(model, who="objective 'adv-en'")

@@ -19,34 +19,34 @@ official MART code's start).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-from robustlab.training.objectives.adversarial import AdversarialParams
+from robustlab.attacks.losses import LossFn
 from robustlab.training.objectives.base import Metrics, accuracy, register_objective
 from robustlab.training.objectives.losses import boosted_cross_entropy, kl_per_sample, true_class_probability
-from robustlab.training.objectives.trades import OfficialStart, Start
+from robustlab.training.objectives.trades import OfficialStart, OfficialStartParams
 
 
-class MARTParams(AdversarialParams):
+class MARTParams(OfficialStartParams):
     """``beta`` weighs the KL term (5 on CIFAR-10, 1 in the UDR MNIST setting); ``form`` and ``start`` as in the
     module doc."""
 
     beta: float = Field(default=5.0, ge=0)
     form: Literal["thesis", "original"] = "original"
-    start: Start = "uniform"
 
 
 @register_objective("mart")
 class MART(OfficialStart):
     """Misclassification-aware adversarial training; see the module docstring for the two forms."""
 
-    Params = MARTParams
+    Params: ClassVar[type[BaseModel]] = MARTParams
+    params: MARTParams
     attack_loss = "kl"
 
-    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | object:
+    def attack_loss_fn(self, model: nn.Module, x: Tensor) -> str | LossFn:
         if self.params.form == "original":
             return "ce"
         return super().attack_loss_fn(model, x)

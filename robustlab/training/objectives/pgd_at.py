@@ -7,8 +7,10 @@ for the beta = 1 (MNIST) setting.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from robustlab.training.objectives.adversarial import AdversarialObjective, AdversarialParams
@@ -26,7 +28,8 @@ class PGDATParams(AdversarialParams):
 class PGDAT(AdversarialObjective):
     """min_theta E[ CE(f(x_adv), y) + natural_weight * CE(f(x), y) ], x_adv from the configured attack (PGD)."""
 
-    Params = PGDATParams
+    Params: ClassVar[type[BaseModel]] = PGDATParams
+    params: PGDATParams
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         logits_adv = model(x_adv)
@@ -58,4 +61,5 @@ class AWPAT(PGDAT):
     same loss, CE(f(x_adv), y), with x_adv crafted at the unperturbed weights.
     """
 
-    Params = AWPATParams
+    Params: ClassVar[type[BaseModel]] = AWPATParams
+    params: AWPATParams

@@ -10,7 +10,7 @@ adds the clean term (``natural_weight: 1.0``). ``method`` gives the paper's base
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ class TAMOOAT(Objective):
 
     model_kind = "ensemble"
 
-    Params = TAMOOATParams
+    Params: ClassVar[type[BaseModel]] = TAMOOATParams
+    params: TAMOOATParams
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)

@@ -7,10 +7,10 @@ U(-eps, eps)); ``start: normal`` uses the official TRADES (and MART) code's star
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from robustlab.core.errors import ConfigError
@@ -35,9 +35,18 @@ class GaussianStartThreat(ThreatModel):
         return x + self.std * sharded_rand(x.shape, dtype=x.dtype, device=x.device, normal=True)
 
 
+class OfficialStartParams(AdversarialParams):
+    """The options of :class:`OfficialStart`: ``start`` ("uniform", the thesis's, by default; "normal" = official
+    TRADES and MART code)."""
+
+    start: Start = "uniform"
+
+
 class OfficialStart(AdversarialObjective):
     """Adds the ``start`` option (params field): "normal" crafts from ``x + 0.001 N(0, I)`` as TRADES' and MART's
     official code do; "uniform" keeps the attack's own start. UDR's soft-ball attack has its own start."""
+
+    params: OfficialStartParams
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)
@@ -53,12 +62,11 @@ class OfficialStart(AdversarialObjective):
         return attack(x, y)
 
 
-class TRADESParams(AdversarialParams):
+class TRADESParams(OfficialStartParams):
     """``beta`` weighs the robustness (KL) term: 6 on CIFAR-10, 1 in the UDR MNIST setting; ``start`` as in the
     module doc ("uniform", the thesis's, by default; "normal" = official TRADES code)."""
 
     beta: float = Field(default=6.0, ge=0)
-    start: Start = "uniform"
 
 
 @register_objective("trades")
@@ -68,7 +76,8 @@ class TRADES(OfficialStart):
     Gradients flow through both sides of the KL in the outer loss, as in the official code.
     """
 
-    Params = TRADESParams
+    Params: ClassVar[type[BaseModel]] = TRADESParams
+    params: TRADESParams
     attack_loss = "kl"
 
     def outer_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:

@@ -9,7 +9,9 @@ CE(h(x'), y')`` (Sec. 3, beta = 1), where ``pgd-at`` defaults to Madry's adversa
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
 
 from robustlab.training.objectives.awp import AWPParams
 from robustlab.training.objectives.base import register_objective
@@ -52,25 +54,29 @@ class UDRPGD(PGDAT):
     """UDR-PGD: PGD-AT's loss (clean term on by default) on examples from the soft-ball CE attack with learned
     lambda."""
 
-    Params = UDRPGDATParams
+    Params: ClassVar[type[BaseModel]] = UDRPGDATParams
+    params: UDRPGDATParams
 
 
 @register_objective("udr-trades")
 class UDRTRADES(TRADES):
     """UDR-TRADES: TRADES' loss on examples from the soft-ball KL attack with learned lambda."""
 
-    Params = UDRTRADESParams
+    Params: ClassVar[type[BaseModel]] = UDRTRADESParams
+    params: UDRTRADESParams
 
 
 @register_objective("udr-mart")
 class UDRMART(MART):
     """UDR-MART: MART's loss on examples from the soft-ball CE attack (KL with form "thesis")."""
 
-    Params = UDRMARTParams
+    Params: ClassVar[type[BaseModel]] = UDRMARTParams
+    params: UDRMARTParams
 
 
 @register_objective("udr-awp")
 class UDRAWP(PGDAT):
     """UDR-AWP-AT: AWP-AT (PGD-AT, natural_weight 0, awp gamma 0.01) with the soft-ball attack (WRN setting)."""
 
-    Params = UDRAWPParams
+    Params: ClassVar[type[BaseModel]] = UDRAWPParams
+    params: UDRAWPParams

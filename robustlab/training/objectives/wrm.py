@@ -22,10 +22,10 @@ The ``attack`` section of the config is only for validation; steps and step size
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, input_gradient
@@ -53,7 +53,8 @@ class WRMParams(AdversarialParams):
 class WRM(AdversarialObjective):
     """min_theta E[ CE(f(x*), y) ], x* = argmax_x' CE(f(x'), y) - gamma c(x', x) by per-sample gradient ascent."""
 
-    Params = WRMParams
+    Params: ClassVar[type[BaseModel]] = WRMParams
+    params: WRMParams
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         super().__init__(cfg)
