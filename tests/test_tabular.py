@@ -143,28 +143,28 @@ def test_mlp_takes_rows_and_white_box_attacks_run_on_them() -> None:
                                        "fab-t": {"steps": 20, "n_target_classes": 4}}, seed=0).run(x, y)
     assert result.x_adv.shape == x.shape and float((result.x_adv - x).abs().max()) <= 0.1 + 1e-6
     assert float(result.robust["fab-t"].float().mean()) < 1.0  # the attacks do break points of a random net
-    with pytest.raises(InputError, match="needs >= 4 classes"):  # 2 classes (the shuttle table): no APGD-T
+    with pytest.raises(InputError, match="the model has 2 classes: the DLR loss of apgd-t needs at least 3"):  # 2 classes (the shuttle table): no APGD-T
         AutoAttack(net[:-1].append(nn.Linear(32, 2)).eval(), ThreatModel("linf", 0.1), version="custom",
                    attacks=["apgd-t"], seed=0).run(x, torch.zeros(24, dtype=torch.int64))
 
 
 def test_square_refuses_rows_and_runs_on_rows_viewed_as_images() -> None:
-    """Square's window search unpacks N x C x H x W, so N x d rows raise; this is why the table protocol omits it
+    """Square's window search needs N x C x H x W, so N x d rows are refused; this is why the table protocol omits it
     (if Square learns rows, update the tabular-shuttle notes). Viewed as 1 x 1 x d images it searches one feature at
     a time and stays in the ball."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(9, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
     x = torch.rand(8, 9)
     y = net(x).argmax(1)
-    with pytest.raises(ValueError, match="not enough values to unpack"):
-        Square(net, ThreatModel("linf", 0.1), n_queries=10, seed=0)(x, y)
+    with pytest.raises(InputError, match="for table rows use APGD or FAB"):
+        Square(net, ThreatModel("linf", 0.1), queries=10, seed=0)(x, y)
 
     class Rows(nn.Module):
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return net(images.flatten(1))
 
     images = x.reshape(8, 1, 1, 9)
-    adv = Square(Rows(), ThreatModel("linf", 0.1), n_queries=50, seed=0)(images, y)
+    adv = Square(Rows(), ThreatModel("linf", 0.1), queries=50, seed=0)(images, y)
     assert adv.shape == images.shape and float((adv - images).abs().max()) <= 0.1 + 1e-6
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
 

@@ -99,7 +99,7 @@ def square_check(model: nn.Module, x: Tensor, y: Tensor, robust: Tensor, eps: fl
     if idx.numel() == 0:
         return {"queries": queries, "attacked": 0, "broken": 0}
     wrapped = RowsAsImages(model).eval()
-    attack = Square(wrapped, ThreatModel("linf", eps), n_queries=queries, seed=0)
+    attack = Square(wrapped, ThreatModel("linf", eps), queries=queries, seed=0)
     images = x[idx].reshape(len(idx), 1, 1, -1)
     adv = attack(images, y[idx])
     with torch.no_grad():

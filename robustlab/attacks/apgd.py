@@ -223,7 +223,8 @@ class APGD(Attack):
         best_at_check = loss_best.clone()
         reduced_at_check = torch.ones_like(fooled)
         schedule = iter(self.checkpoints)
-        next_check, since_check = next(schedule), 0
+        next_check: float = next(schedule)
+        since_check = 0
         for i in range(self.steps):
             a = MOMENTUM if i > 0 else 1.0
             z = self.threat.project(x_adv + _per_sample(step, x) * self._direction(grad), x)

@@ -126,7 +126,7 @@ class CWL2(MinNormAttack):
     def minimize(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Binary search over c per sample around Adam runs; keep the smallest-norm success of all runs."""
         targeted = target is not None
-        label = target if targeted else y
+        label = target if target is not None else y
         n = x.shape[0]
         const = x.new_full((n,), self.initial_const)
         lower, upper = torch.zeros_like(const), torch.full_like(const, C_UPPER_UNSET)

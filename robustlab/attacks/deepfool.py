@@ -11,6 +11,8 @@ at the exact minimal perturbation times ``1 + overshoot``. The per-class gradien
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -25,7 +27,7 @@ from robustlab.core.validation import check_positive
 DEEPFOOL_STEP_PAD = 1e-4  # Moosavi-Dezfooli et al.'s reference code adds this to |f_k| to cross the boundary
 
 
-def _logit_gap(y: Tensor):
+def _logit_gap(y: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
     """Loss ``z_k - z_y`` of (logits, k) for a fixed batch of true labels y, for :func:`input_gradient`."""
 
     def gap(logits: Tensor, k: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ class FGSM(Attack):
         """Start at x (or a random point of the ball), step once along the steepest-ascent direction, project."""
         x0 = self.threat.random_start(x) if self.random_start else x
         targeted = target is not None
-        grad, _, _ = self.gradient(x0, target if targeted else y, targeted=targeted)
+        grad, _, _ = self.gradient(x0, target if target is not None else y, targeted=targeted)
         step = self.threat.steepest_ascent(grad).mul_(self.step_size)
         return self.threat.project(x0 + step, x)
 

@@ -81,7 +81,7 @@ class PGD(Attack):
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Run ``restarts`` runs, later ones only on samples not yet fooled; keep each sample's worst case."""
         targeted = target is not None
-        label = target if targeted else y
+        label = target if target is not None else y
         if self.restarts == 1:
             return self._run(x, label, targeted, evaluate=False)[0]
         best, best_obj, fooled = self._run(x, label, targeted, evaluate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 from torch import nn
 
@@ -14,11 +15,27 @@ ATTACKS: Registry[type[Attack]] = Registry(
     "attack", check=lambda c: isinstance(c, type) and issubclass(c, Attack), expects="an Attack subclass")
 
 
-def register_attack(
-    name: str, cls: type[Attack] | None = None, *, overwrite: bool = False
-) -> type[Attack] | Callable[[type[Attack]], type[Attack]]:
+A = TypeVar("A", bound=type[Attack])
+
+
+@overload
+def register_attack(name: str, cls: None = None, *, overwrite: bool = False) -> Callable[[A], A]: ...
+
+
+@overload
+def register_attack(name: str, cls: A, *, overwrite: bool = False) -> A: ...
+
+
+def register_attack(name: str, cls: A | None = None, *, overwrite: bool = False) -> A | Callable[[A], A]:
     """Make ``create_attack(name, ...)`` build ``cls(model, threat, **kwargs)``; also usable as a class decorator."""
-    return ATTACKS.register(name, cls, overwrite=overwrite)
+    if cls is None:
+        def add(item: A) -> A:
+            ATTACKS.register(name, item, overwrite=overwrite)
+            return item
+
+        return add
+    ATTACKS.register(name, cls, overwrite=overwrite)
+    return cls
 
 
 def list_attacks() -> list[str]:
@@ -31,6 +48,6 @@ def get_attack_class(name: str) -> type[Attack]:
     return ATTACKS.get(name)
 
 
-def create_attack(name: str, model: nn.Module, threat: ThreatModel, **kwargs: object) -> Attack:
+def create_attack(name: str, model: nn.Module, threat: ThreatModel, **kwargs: Any) -> Attack:
     """Build a registered attack by name, e.g. ``create_attack("pgd", model, threat, steps=20)``."""
     return get_attack_class(name)(model, threat, **kwargs)

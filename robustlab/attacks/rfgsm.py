@@ -49,5 +49,5 @@ class RFGSM(Attack):
         """Random step, then one gradient-sign step of ``eps - alpha`` from there, projected."""
         x1 = self.random_step(x)
         targeted = target is not None
-        grad, _, _ = self.gradient(x1, target if targeted else y, targeted=targeted)
+        grad, _, _ = self.gradient(x1, target if target is not None else y, targeted=targeted)
         return self.threat.project(x1 + (self.threat.eps - self.alpha) * grad.sign(), x)

@@ -87,7 +87,7 @@ class SPSA(Attack):
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Descend the margin with SPSA gradient estimates; fooled samples stop and keep their fooling iterate."""
         targeted = target is not None
-        label = target if targeted else y
+        label = target if target is not None else y
         gen = torch.Generator().manual_seed(self.seed)
         x_adv = self._start(x, gen)
         margin, fooled = self._margin(x_adv, label, targeted)

@@ -146,8 +146,11 @@ class Square(Attack):
     @torch.no_grad()
     def perturb(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Run ``restarts`` searches on the samples not yet fooled; keep each sample's lowest-margin point."""
+        if x.dim() != 4:
+            raise InputError(f"Square searches square windows of N x C x H x W images, got shape {tuple(x.shape)}; "
+                             "for table rows use APGD or FAB (a 1 x 1 x d view would search one feature per query)")
         targeted = target is not None
-        label = target if targeted else y
+        label = target if target is not None else y
         draws = _Draws(self.seed, x.device, x.dtype)
         best = x.clone()
         best_margin, _ = self._margin_and_loss(x, label, targeted)
@@ -260,7 +263,7 @@ class Square(Attack):
         r = l1_box_projection(x, delta, self.threat.eps * _L1_SHRINK)
         return (x + delta + r).to(x.dtype)
 
-    def _windows(self, x: Tensor, p: float, draws: _Draws) -> tuple[int, tuple[slice, ...], Tensor]:
+    def _windows(self, x: Tensor, p: float, draws: _Draws) -> tuple[int, tuple[tuple[slice, ...], ...], Tensor]:
         """Window side, the first window (to refill) and the mask of both windows (the second is emptied)."""
         _, _, h, w = x.shape
         s = max(int(round(math.sqrt(p * (h * w)))), 3)

@@ -119,7 +119,10 @@ class PurifierTrainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         info = dataset_info(cfg.dataset)
         if data is None:
-            data = load_dataset(cfg.dataset, "train", root=cfg.data_root, val_size=cfg.val_size)
+            loaded = load_dataset(cfg.dataset, "train", root=cfg.data_root, val_size=cfg.val_size)
+            if not isinstance(loaded, ImageData):
+                raise InputError(f"AToP purifies images; {cfg.dataset!r} is a table")
+            data = loaded
         if data.info.name != info.name:
             raise InputError(f"data is {data.info.name!r} but the config trains a purifier for {info.name!r}")
         self.data = data.subset(min(cfg.train_subset, len(data))) if cfg.train_subset else data
