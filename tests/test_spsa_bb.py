@@ -273,12 +273,11 @@ def test_bb_steps_stay_in_the_box_and_the_unreachable_step_in_the_trust_region(n
 
 def test_bb_trust_radius_scales_with_the_batch_as_foolbox_unless_fixed() -> None:
     """foolbox's radius is ``lr * N * d``: ``radius_batch=N`` reproduces a call on N samples, and it matters."""
-    model = tiny_model("conv", SHAPE, seed=6, num_classes=NUM_CLASSES).double()
-    x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    y = predicted(model, x)
+    model = binary_linear_model(4)
+    x, y = float64_linear_batch(model, 8, seed=7)
     threat = ThreatModel("l2", 0.3)
-    plain, _ = BrendelBethge(model, threat, steps=5).minimal_perturbation(x, y)
-    fixed, _ = BrendelBethge(model, threat, steps=5, radius_batch=8).minimal_perturbation(x, y)
-    single, _ = BrendelBethge(model, threat, steps=5, radius_batch=1).minimal_perturbation(x, y)
+    plain, _ = BrendelBethge(model, threat, steps=20).minimal_perturbation(x, y)
+    fixed, _ = BrendelBethge(model, threat, steps=20, radius_batch=8).minimal_perturbation(x, y)
+    single, _ = BrendelBethge(model, threat, steps=20, radius_batch=1).minimal_perturbation(x, y)
     assert torch.equal(plain, fixed)
     assert not torch.equal(plain, single)
