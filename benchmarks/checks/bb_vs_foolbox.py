@@ -4,11 +4,12 @@ MNIST ``small-cnn`` trained for one Adam epoch on the first ``--train`` training
 the first ``--n`` correctly classified test images. Both attacks start from the same adversarial points (robustlab's
 blended-uniform-noise start, foolbox's default start attack re-implemented; passed to foolbox as
 ``starting_points``), run ``--steps`` steps with foolbox's defaults (lr 1e-3, 20 decays by 0.5, momentum 0.8,
-overshoot 1.1, 10 bisections) on the same batch, so the trust radii match. Reported per norm: median found norm of
+overshoot 1.1, 10 bisections) on the same batch, so the trust radii match; a second part (``_own_starts``) lets each
+start from its own default blended-noise start (different random draws). Reported per norm: median found norm of
 each, the median per-image ratio robustlab / foolbox, and the robust accuracy each implies at one eps (robust iff
-the found norm > eps). foolbox (and numba, which its B&B needs) is used here only, never by robustlab:
+the found norm > eps). foolbox (with numba and its other imports) is used here only, never by robustlab:
 
-    pip install --no-deps foolbox==3.3.4 eagerpy && pip install numba
+    pip install --no-deps foolbox==3.3.4 eagerpy && pip install numba scipy GitPython requests
     .venv/bin/python benchmarks/checks/bb_vs_foolbox.py [--out benchmarks/results/bb_vs_foolbox.json] [--n 32]
 """
 
@@ -92,6 +93,35 @@ def run_norm(model: nn.Module, x: Tensor, y: Tensor, norm: str, steps: int) -> d
     }
 
 
+def run_own_starts(model: nn.Module, x: Tensor, y: Tensor, norm: str, steps: int, seed: int) -> dict:
+    """Each implementation from its own default start (foolbox draws its noise from torch's global generator)."""
+    import foolbox as fb
+
+    t0 = time.perf_counter()
+    ours = BrendelBethge(model, ThreatModel(norm, EPS[norm]), steps=steps, seed=seed)
+    x_ours, found = ours.minimal_perturbation(x, y)
+    ours_s = time.perf_counter() - t0
+    torch.manual_seed(seed)
+    cls = fb.attacks.L2BrendelBethgeAttack if norm == "l2" else fb.attacks.LinfinityBrendelBethgeAttack
+    t0 = time.perf_counter()
+    x_fb = cls(steps=steps).run(fb.PyTorchModel(model, bounds=(0.0, 1.0)), x, fb.criteria.Misclassification(y))
+    fb_s = time.perf_counter() - t0
+    with torch.no_grad():
+        fb_adv = model(x_fb).argmax(1) != y
+    n_ours, n_fb = lp_norm(x_ours - x, norm), lp_norm(x_fb - x, norm)
+    both, eps = found & fb_adv, EPS[norm]
+    return {
+        "n": len(y), "robustlab_found": float(found.float().mean()),
+        "foolbox_adversarial": float(fb_adv.float().mean()),
+        "robustlab_norm": summary(n_ours[found]), "foolbox_norm": summary(n_fb[fb_adv]),
+        "ratio_robustlab_over_foolbox": summary(n_ours[both] / n_fb[both]),
+        "ratio_of_medians": float(n_ours[both].median() / n_fb[both].median()) if both.any() else None,
+        "eps": eps, "robust_accuracy_robustlab": float((~found | (n_ours > eps)).float().mean()),
+        "robust_accuracy_foolbox": float((~fb_adv | (n_fb > eps)).float().mean()),
+        "robustlab_seconds": ours_s, "foolbox_seconds": fb_s,
+    }
+
+
 class _Given(nn.Module):
     """A stand-in start attack returning fixed points (B&B accepts any ``init_attack`` callable on ``(x, y, t)``)."""
 
@@ -113,6 +143,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--norms", default="l2,linf")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default="shared,own", help="shared: same starts; own: each its default start")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from robustlab.data import load_dataset
@@ -126,9 +157,14 @@ def main() -> None:
     report: dict = {"benchmark": "bb_vs_foolbox", "torch": torch.__version__, "python": platform.python_version(),
                     "threads": args.threads, "train_images": args.train, "steps": args.steps,
                     "clean_accuracy_1000": float(correct.float().mean())}
+    parts = args.parts.split(",")
     for norm in args.norms.split(","):
-        report[norm] = run_norm(model, x, y, norm, args.steps)
-        print(norm, json.dumps(report[norm], indent=2), flush=True)
+        if "shared" in parts:
+            report[norm] = run_norm(model, x, y, norm, args.steps)
+            print(norm, json.dumps(report[norm], indent=2), flush=True)
+        if "own" in parts:
+            report[f"{norm}_own_starts"] = run_own_starts(model, x, y, norm, args.steps, args.seed)
+            print(norm, "own starts", json.dumps(report[f"{norm}_own_starts"], indent=2), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
