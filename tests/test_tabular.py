@@ -143,7 +143,8 @@ def test_mlp_takes_rows_and_white_box_attacks_run_on_them() -> None:
                                        "fab-t": {"steps": 20, "n_target_classes": 4}}, seed=0).run(x, y)
     assert result.x_adv.shape == x.shape and float((result.x_adv - x).abs().max()) <= 0.1 + 1e-6
     assert float(result.robust["fab-t"].float().mean()) < 1.0  # the attacks do break points of a random net
-    with pytest.raises(InputError, match="the model has 2 classes: the DLR loss of apgd-t needs at least 3"):  # 2 classes (the shuttle table): no APGD-T
+    # 2 classes (the shuttle table): no APGD-T
+    with pytest.raises(InputError, match="the model has 2 classes: the DLR loss of apgd-t needs at least 3"):
         AutoAttack(net[:-1].append(nn.Linear(32, 2)).eval(), ThreatModel("linf", 0.1), version="custom",
                    attacks=["apgd-t"], seed=0).run(x, torch.zeros(24, dtype=torch.int64))
 
