@@ -360,6 +360,7 @@ def test_agrees_with_reference_apgd_ce(trained) -> None:
     with torch.no_grad():
         ref_robust = int((model(x_ref).argmax(1) == y).sum())
     assert 5 < ref_robust < 95, "eps should leave both broken and robust points to compare"
+    print(f"{norm}: robust {int(ours.robust_mask.sum())} (ours) vs {ref_robust} (reference) of 100")
     assert abs(int(ours.robust_mask.sum()) - ref_robust) <= 1, (int(ours.robust_mask.sum()), ref_robust)
 
 
@@ -386,3 +387,29 @@ def test_custom_uses_the_reference_restarts_and_square_schedule(trained) -> None
     assert _bind_settings(NoQueries, "x", {"steps": 3, "restarts": 1}) == {"steps": 3}
     with pytest.raises(InputError, match="takes no 'queries' setting"):
         _bind_settings(NoQueries, "x", {"queries": 5000})
+
+
+@pytest.mark.parametrize(("norm", "ref_norm", "eps"), [("l2", "L2", 0.3), ("l1", "L1", 1.0)])
+def test_standard_agrees_with_reference_in_l2_and_l1(trained, norm: str, ref_norm: str, eps: float) -> None:
+    """AutoAttack standard, the reference's full settings for the norm (L1: 5 APGD-CE restarts, 5 APGD-T targets,
+    the large-eps schedule, FAB-T and Square in L1): robust accuracy within one point of pyautoattack's on 100
+    points. Square gets 500 queries on both sides to keep the test short (its own cross-check is
+    tests/test_square_reference.py)."""
+    pyautoattack = pytest.importorskip("pyautoattack")
+    model, x, y = trained
+    x, y = x[:100], y[:100]
+    aa = AutoAttack(model, ThreatModel(norm, eps), version="standard", batch_size=100,
+                    attack_kwargs={"square": {"queries": 500}})
+    built = dict(aa.build_attacks())
+    if norm == "l1":
+        assert built["apgd-ce"].restarts == 5 and built["apgd-ce"].use_largereps
+        assert built["apgd-t"].n_target_classes == 5 and built["apgd-t"].use_largereps
+    ours = aa.run(x, y)
+    ref = pyautoattack.AutoAttack(model, device="cpu", eps=eps, norm=ref_norm, seed=0, version="standard")
+    ref.verbose, ref.square.n_queries = False, 500
+    x_ref, _ = ref.run_standard_evaluation(x, y, batch_size=100)
+    with torch.no_grad():
+        ref_robust = int((model(x_ref).argmax(1) == y).sum())
+    assert 5 < ref_robust < 95, f"eps should leave both broken and robust points to compare, got {ref_robust}"
+    print(f"{norm}: robust {int(ours.robust_mask.sum())} (ours) vs {ref_robust} (reference) of 100")
+    assert abs(int(ours.robust_mask.sum()) - ref_robust) <= 1, (int(ours.robust_mask.sum()), ref_robust)

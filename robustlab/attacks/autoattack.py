@@ -4,7 +4,8 @@
 the cumulative robust mask after each attack and the pointwise worst case. Versions follow the reference code with its
 defaults (100 APGD iterations, 9 target classes, 5000 Square queries; never torchattacks' 10 APGD steps):
 
-* ``standard``: apgd-ce, apgd-t, fab-t, square;
+* ``standard``: apgd-ce, apgd-t, fab-t, square (in L1: 5 APGD-CE restarts and 5 APGD-T targets, both with the
+  large-eps schedule, as the reference);
 * ``plus``: apgd-ce (5 restarts), apgd-dlr (5 restarts), fab (5 restarts), square, apgd-t, fab-t;
 * ``rand`` (randomised defences): apgd-ce and apgd-dlr with ``eot_samples=20``;
 * ``custom``: the registered attacks named in ``attacks``, with the reference's settings for its six attacks (5
@@ -71,6 +72,15 @@ _VERSION_ATTACKS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("apgd-dlr", {"steps": 100, "restarts": 1, "eot_samples": 20}),
     ],
 }
+
+#: ``standard`` in L1, as the reference sets it: 5 APGD-CE restarts, 5 APGD-T targets, both with the large-eps
+#: schedule (3 eps -> 2 eps -> eps); FAB-T and Square in L1.
+_L1_STANDARD: list[tuple[str, dict[str, Any]]] = [
+    ("apgd-ce", {"steps": 100, "restarts": 5, "use_largereps": True}),
+    ("apgd-t", {"steps": 100, "restarts": 1, "n_target_classes": 5, "use_largereps": True}),
+    ("fab-t", {"restarts": 1, "n_target_classes": 9}),
+    ("square", {"queries": 5000, "restarts": 1, "resc_schedule": False}),
+]
 
 #: ``custom``'s settings per attack: the reference builds its attacks with these (5 restarts for APGD and FAB; FAB-T
 #: always runs one) and only ``set_version`` lowers them; attacks not named here keep their own defaults.
@@ -206,9 +216,11 @@ class AutoAttack:
         else:
             if attacks is not None:
                 raise InputError(f"attacks can only be given with version='custom', not {version!r}")
-            if threat.norm not in ("linf", "l2"):
-                raise InputError(f"AutoAttack {version!r} supports linf and l2; {threat.norm} is not supported")
-            self.plan = [(n, dict(s)) for n, s in _VERSION_ATTACKS[version]]
+            plan = _L1_STANDARD if (version, threat.norm) == ("standard", "l1") else _VERSION_ATTACKS[version]
+            if version == "plus" and threat.norm == "l1":
+                logger.warning("AutoAttack 'plus' has no L1 settings of its own (the reference's neither): it runs "
+                               "the L-inf/L2 ones in L1; 'standard' is the L1 protocol")
+            self.plan = [(n, dict(s)) for n, s in plan]
         for name, extra in (attack_kwargs or {}).items():
             match = [s for n, s in self.plan if n == name]
             if not match:
