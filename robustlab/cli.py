@@ -80,6 +80,9 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     if len(result.robust_accuracy) > 1:
         table.add_row(f"worst case over all attacks (first {result.worst_case_n} points)",
                       f"{100 * result.worst_case_accuracy:.2f}%")
+    extra = getattr(result, "classifier_only", None) or {}
+    for key, acc in (extra.get("accuracy") or {}).items():
+        table.add_row(f"[yellow]not robustness:[/yellow] {key}", f"{100 * acc:.2f}%")
     for key in ("large_eps_accuracy",):
         if key in result.sanity:
             ok = "ok" if result.sanity["large_eps_collapsed"] else "[red]FAILED: does not collapse[/red]"
