@@ -195,7 +195,9 @@ def evaluate(
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     protocol: Annotated[str, typer.Option(
         help="preset (the run's; autoattack-standard for --model), pgd (PGD-50x3), autoattack-standard|plus|rand, or "
-        "autoattack-custom with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
+        "autoattack-custom with --set eval.autoattack.attacks=[apgd-ce,square], or classifier-only (CARSO: the "
+        "preset's (or default) protocol plus the paper's AutoAttack on the classifier alone, judged on CARSO, "
+        "reported apart and never in the worst case).")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(min=1, help="Number of test points (default: the protocol's).")] = None,

@@ -105,3 +105,30 @@ def test_leaderboard_never_ranks_or_pairs_the_classifier_only_number(tmp_path: P
     assert "autoattack-standard +" in row["protocol"]  # the end-to-end AutoAttack keeps its plain name
     assert "never in the worst case" in str(render_tables([row])[0].caption)
     assert store.get(row["id"]).classifier_only["accuracy"]
+
+
+def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:
+    from robustlab.presets import list_presets, load_preset
+
+    assert {"carso-mnist", "carso-mnist-z0", "carso-mnist-vote", "carso-mnist-e4"} <= set(list_presets())
+    kwargs = {n: load_preset(n, "quick").train.model.kwargs
+              for n in ("carso-mnist", "carso-mnist-z0", "carso-mnist-vote", "carso-mnist-e4")}
+    assert kwargs["carso-mnist"].get("sampling", "prior") == "prior" and kwargs["carso-mnist"]["ensemble_size"] == 8
+    assert (kwargs["carso-mnist-z0"]["sampling"], kwargs["carso-mnist-z0"]["ensemble_size"]) == ("mean", 1)
+    assert kwargs["carso-mnist-vote"]["aggregation"] == "count" and kwargs["carso-mnist-e4"]["ensemble_size"] == 4
+    paper = load_preset("carso-mnist", "paper").eval
+    assert paper.classifier_only is not None and paper.classifier_only.version == "standard"
+    assert paper.autoattack is not None and paper.autoattack.version == "rand"  # the end-to-end protocol stays
+    assert load_preset("carso-mnist", "quick").eval.classifier_only is None
+
+
+def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None:
+    from robustlab.evaluation.defaults import PROTOCOL_CHOICES, at_eps, with_classifier_only
+
+    base = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 5}], "n": 10}
+    out = with_classifier_only(base)
+    assert "classifier-only" in PROTOCOL_CHOICES
+    assert out["attacks"] == base["attacks"] and out["n"] == 10
+    assert out["classifier_only"] == {"version": "standard", "norm": "linf", "eps": 0.3}
+    assert at_eps(out, 0.2)["classifier_only"]["eps"] == 0.2
+    parse_config(out, EvalConfig)
