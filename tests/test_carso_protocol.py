@@ -123,7 +123,7 @@ def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:
 
 
 def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None:
-    from robustlab.evaluation.defaults import PROTOCOL_CHOICES, at_eps, with_classifier_only
+    from robustlab.evaluation.defaults import PROTOCOL_CHOICES, at_eps, protocol_for_model, with_classifier_only
 
     base = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 5}], "n": 10}
     out = with_classifier_only(base)
@@ -132,3 +132,5 @@ def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None
     assert out["classifier_only"] == {"version": "standard", "norm": "linf", "eps": 0.3}
     assert at_eps(out, 0.2)["classifier_only"]["eps"] == 0.2
     parse_config(out, EvalConfig)
+    own = protocol_for_model("classifier-only", "linf:0.1")
+    assert own["attacks"] and own["classifier_only"]["eps"] == pytest.approx(0.1)

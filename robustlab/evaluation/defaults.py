@@ -172,6 +172,8 @@ def protocol_for_model(protocol: Any, threat: Any | None, *, n: int | None = Non
             out = base
         elif isinstance(protocol, str) and protocol.startswith("autoattack-"):
             out = {**as_autoattack(base, protocol.split("-", 1)[1]), "large_eps": large_eps_for(norm, eps)}
+        elif protocol == "classifier-only":  # CARSO models: PGD-50x3 end to end plus the classifier-only AutoAttack
+            out = with_classifier_only(base)
         else:
             choices = ", ".join(c for c in PROTOCOL_CHOICES if c != "preset")
             raise ConfigError(f"unknown protocol {protocol!r}; valid: {choices}, an EvalConfig or its dict")
