@@ -105,6 +105,7 @@ def test_leaderboard_never_ranks_or_pairs_the_classifier_only_number(tmp_path: P
     assert "autoattack-standard +" in row["protocol"]  # the end-to-end AutoAttack keeps its plain name
     assert "never in the worst case" in str(render_tables([row])[0].caption)
     assert store.get(row["id"]).classifier_only["accuracy"]
+    assert len(leaderboard_rows(store, protocol="classifier-only")) == 1
 
 
 def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:

@@ -27,10 +27,11 @@ def protocol_label(protocol: list[dict[str, Any]]) -> str:
 
 
 def protocol_matches(label: str, wanted: str) -> bool:
-    """``wanted`` names the whole label, one of its attacks, or an attack family (``pgd`` matches ``pgd-50x3``)."""
+    """``wanted`` names the whole label, one of its attacks, or an attack family (``pgd`` matches ``pgd-50x3``,
+    ``classifier-only`` the classifier-only entry)."""
     wanted = wanted.strip().lower()
     parts = [p.strip().lower() for p in label.split("+")]
-    return wanted == label.lower() or any(p == wanted or p.startswith(wanted + "-") for p in parts)
+    return wanted == label.lower() or any(p == wanted or p.startswith((wanted + "-", wanted + " ")) for p in parts)
 
 
 def _json(value: Any) -> str:
