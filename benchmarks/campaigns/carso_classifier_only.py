@@ -3,7 +3,7 @@ layers chosen by ``layers: auto``. A pipeline measurement, not a reproduction (c
 minutes on 4,096 images).
 
     .venv/bin/python benchmarks/campaigns/carso_classifier_only.py [--root /tmp/carso_classifier_only] [--n 100]
-        [--out benchmarks/results/carso_classifier_only.json]
+        [--aa-n N] [--out benchmarks/results/carso_classifier_only.json]
 
 1. A C&W CNN PGD-AT classifier (mnist-pgd-at quick recipe on the first 4,096 images, 3 epochs, PGD-5, fp32).
 2. carso-mnist's quick recipe over it with ``layers: auto`` (4 layers; the chosen ones and the per-layer TwoNN
@@ -35,9 +35,9 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "carso_classifie
 
 
 def _train(cfg: dict, run: Path) -> float:
+    """Train (or resume, or find finished) the run; seconds spent here."""
     t0 = time.perf_counter()
-    if not (run / "checkpoints" / "last.safetensors").exists():
-        Trainer(parse_config(cfg, TrainConfig), run, show_progress=False).fit()
+    Trainer(parse_config(cfg, TrainConfig), run, show_progress=False).fit()
     return time.perf_counter() - t0
 
 
@@ -45,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/tmp/carso_classifier_only"))
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--aa-n", type=int, default=None, help="classifier-only AutoAttack points (default: n)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,7 +66,9 @@ def main() -> None:
     for name, (clean, adv) in kw["layers_auto"]["intrinsic_dim"].items():
         print(f"  {name}: TwoNN clean {clean:.2f} adversarial {adv:.2f}")
     ev = preset.eval.model_dump(mode="json", exclude_none=True)
-    ev.update(n=args.n, classifier_only={"version": "standard", "norm": "linf", "eps": 0.3})
+    ev.update(n=args.n, classifier_only={"version": "standard", "norm": "linf", "eps": 0.3, "n": args.aa_n or args.n})
+    if ev.get("autoattack"):
+        ev["autoattack"]["n"] = args.aa_n or args.n
     data = load_dataset("mnist", "test")
     t0 = time.perf_counter()
     result = run_protocol(model, data, parse_config(ev, EvalConfig))
