@@ -124,7 +124,13 @@ def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:
 
 
 def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None:
-    from robustlab.evaluation.defaults import PROTOCOL_CHOICES, at_eps, protocol_for_model, with_classifier_only
+    from robustlab.evaluation.defaults import (
+        PROTOCOL_CHOICES,
+        at_eps,
+        protocol_for_model,
+        protocol_for_run,
+        with_classifier_only,
+    )
 
     base = {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 5}], "n": 10}
     out = with_classifier_only(base)
@@ -133,5 +139,7 @@ def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None
     assert out["classifier_only"] == {"version": "standard", "norm": "linf", "eps": 0.3}
     assert at_eps(out, 0.2)["classifier_only"]["eps"] == 0.2
     parse_config(out, EvalConfig)
+    run_protocol_dict, _ = protocol_for_run(Path("unused"), protocol="classifier-only", preset_eval=base, eps=0.2)
+    assert run_protocol_dict["attacks"][0]["eps"] == run_protocol_dict["classifier_only"]["eps"] == 0.2
     own = protocol_for_model("classifier-only", "linf:0.1")
     assert own["attacks"] and own["classifier_only"]["eps"] == pytest.approx(0.1)
