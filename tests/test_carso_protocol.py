@@ -101,9 +101,15 @@ def test_leaderboard_never_ranks_or_pairs_the_classifier_only_number(tmp_path: P
     (row,) = leaderboard_rows(store)
     assert row["worst_case_accuracy"] == 0.5  # the end-to-end worst case, not the classifier-only 0.95
     assert row["paper_robust"] == 90.0  # published classifier-only 10.0 is no counterpart of the worst case
-    assert row["protocol"].endswith("classifier-only autoattack-standard [judged on CARSO; not in worst case]")
+    assert row["protocol"].endswith("classifier-only autoattack-standard (judged on CARSO, not in worst case)")
     assert "autoattack-standard +" in row["protocol"]  # the end-to-end AutoAttack keeps its plain name
-    assert "never in the worst case" in str(render_tables([row])[0].caption)
+    table = render_tables([row])[0]
+    assert "never in the worst case" in str(table.caption)
+    from rich.console import Console
+
+    console = Console(width=300, record=True)
+    console.print(table)
+    assert "(judged on CARSO, not in worst case)" in console.export_text()  # shown, not eaten as markup
     assert store.get(row["id"]).classifier_only["accuracy"]
     assert len(leaderboard_rows(store, protocol="classifier-only")) == 1
 

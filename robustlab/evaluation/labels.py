@@ -38,7 +38,7 @@ def attack_label(settings: Mapping[str, Any]) -> str:
 #: Protocol entries crafted on a CARSO model's classifier alone (:mod:`robustlab.evaluation.classifier_only`) start
 #: with this; their label carries :data:`CLASSIFIER_ONLY_MARK`, so no table reads them as attacks on the model.
 CLASSIFIER_ONLY = "classifier-only"
-CLASSIFIER_ONLY_MARK = " [judged on CARSO; not in worst case]"
+CLASSIFIER_ONLY_MARK = " (judged on CARSO, not in worst case)"
 
 
 def is_classifier_only(entry: Mapping[str, Any]) -> bool:
