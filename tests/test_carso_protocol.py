@@ -149,3 +149,21 @@ def test_classifier_only_protocol_choice_keeps_the_end_to_end_protocol() -> None
     assert run_protocol_dict["attacks"][0]["eps"] == run_protocol_dict["classifier_only"]["eps"] == 0.2
     own = protocol_for_model("classifier-only", "linf:0.1")
     assert own["attacks"] and own["classifier_only"]["eps"] == pytest.approx(0.1)
+
+
+def test_run_report_shows_the_classifier_only_numbers_apart(tmp_path: Path) -> None:
+    from robustlab.report import build_run_report
+
+    run = make_run(tmp_path, "carso", method="carso")
+    result = make_result(attacks={"pgd-40 linf eps=0.3": 0.6})
+    result.protocol.append({"name": "classifier-only autoattack-standard", "judged_on": "carso",
+                            "in_worst_case": False, "version": "standard", "norm": "linf", "eps": 0.3})
+    result.classifier_only = {"measures": "AutoAttack crafted on CARSO's classifier alone", "n": 100,
+                              "accuracy": {"autoattack-standard linf eps=0.3 n=100 (classifier-only, judged on CARSO)":
+                                           0.8}}
+    (run / "eval").mkdir()
+    result.save(run / "eval" / "best-1.json")
+    with ResultsStore(tmp_path / "store.sqlite") as store:
+        html = build_run_report(run, store, grid_n=2, grid_steps=2)
+    assert "classifier-only protocol (not this model" in html
+    assert "(classifier-only, judged on CARSO)" in html and "80.00" in html
