@@ -80,6 +80,9 @@ def _result_table(title: str, result: Any, published: dict[str, Any] | None = No
     if len(result.robust_accuracy) > 1:
         table.add_row(f"worst case over all attacks (first {result.worst_case_n} points)",
                       f"{100 * result.worst_case_accuracy:.2f}%")
+    extra = getattr(result, "classifier_only", None) or {}
+    for key, acc in (extra.get("accuracy") or {}).items():
+        table.add_row(f"[yellow]not robustness:[/yellow] {key}", f"{100 * acc:.2f}%")
     for key in ("large_eps_accuracy",):
         if key in result.sanity:
             ok = "ok" if result.sanity["large_eps_collapsed"] else "[red]FAILED: does not collapse[/red]"
@@ -192,7 +195,9 @@ def evaluate(
     which: Annotated[str, typer.Option(help="best or last checkpoint of a run folder.")] = "best",
     protocol: Annotated[str, typer.Option(
         help="preset (the run's; autoattack-standard for --model), pgd (PGD-50x3), autoattack-standard|plus|rand, or "
-        "autoattack-custom with --set eval.autoattack.attacks=[apgd-ce,square].")] = "preset",
+        "autoattack-custom with --set eval.autoattack.attacks=[apgd-ce,square], or classifier-only (CARSO: the "
+        "preset's (or default) protocol plus the paper's AutoAttack on the classifier alone, judged on CARSO, "
+        "reported apart and never in the worst case).")] = "preset",
     preset: Annotated[str | None, typer.Option(help="Take the protocol from this preset instead of the run's.")] = None,
     scale: Annotated[str, typer.Option(help="Scale of --preset.")] = "quick",
     n: Annotated[int | None, typer.Option(min=1, help="Number of test points (default: the protocol's).")] = None,

@@ -360,7 +360,6 @@ def test_agrees_with_reference_apgd_ce(trained) -> None:
     with torch.no_grad():
         ref_robust = int((model(x_ref).argmax(1) == y).sum())
     assert 5 < ref_robust < 95, "eps should leave both broken and robust points to compare"
-    print(f"{norm}: robust {int(ours.robust_mask.sum())} (ours) vs {ref_robust} (reference) of 100")
     assert abs(int(ours.robust_mask.sum()) - ref_robust) <= 1, (int(ours.robust_mask.sum()), ref_robust)
 
 

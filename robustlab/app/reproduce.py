@@ -165,6 +165,11 @@ def comparison_rows(result: EvaluationResult, cfg: EvalConfig, published: dict[s
     if cfg.autoattack is not None:
         rows.append({"metric": f"AutoAttack-{cfg.autoattack.version}", "measured": m["autoattack"],
                      "published": take("autoattack"), "note": f"first {m['autoattack_n']} points"})
+    for label, acc in (result.classifier_only.get("accuracy") or {}).items():
+        on_carso = label.endswith("judged on CARSO)")
+        rows.append({"metric": label, "measured": _pct(acc), "published": take("classifier-only") if on_carso else None,
+                     "note": "classifier-only (the CARSO paper's MNIST protocol): not this model's robustness, not "
+                             "in the worst case"})
     pub_sweep = _published_sweep(published)
     matched: set[float] = set()
     for key, acc in m["eps_sweep"].items():

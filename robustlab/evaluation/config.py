@@ -39,7 +39,12 @@ class AutoAttackConfig(Strict):
 class EvalConfig(Strict):
     """Evaluation protocol: attacks run in order, each on the points all earlier ones failed on; optionally
     AutoAttack on the first ``autoattack.n`` of the same points, and an eps sweep: the first attack re-run
-    alone at each ``eps_sweep`` radius on the first ``eps_sweep_n`` points (all points when None)."""
+    alone at each ``eps_sweep`` radius on the first ``eps_sweep_n`` points (all points when None).
+
+    ``classifier_only`` (CARSO models only) adds the CARSO paper's MNIST/Fashion-MNIST protocol: AutoAttack on the
+    wrapped classifier alone, its points judged on CARSO with fresh randomness. That measures how well CARSO undoes
+    attacks on its classifier, not CARSO's robustness, so it is reported apart and never enters the worst case; it
+    cannot be the whole protocol (``attacks`` or ``autoattack`` must attack the model end to end)."""
 
     split: Literal["test", "val"] = "test"
     n: int | None = Field(default=None, ge=1)
@@ -51,6 +56,7 @@ class EvalConfig(Strict):
     grad_check_n: int = Field(default=200, ge=0)
     eps_sweep: list[float] = Field(default_factory=list)
     eps_sweep_n: int | None = Field(default=None, ge=1)
+    classifier_only: AutoAttackConfig | None = None
 
     @field_validator("eps_sweep")
     @classmethod

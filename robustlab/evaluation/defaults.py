@@ -64,15 +64,23 @@ def at_eps(eval_dict: dict[str, Any], eps: float) -> dict[str, Any]:
     out = copy.deepcopy(eval_dict)
     norm, old = protocol_threat(out)
     out["attacks"] = [{**a, "eps": eps} for a in out.get("attacks") or []]
-    if out.get("autoattack"):
-        out["autoattack"]["eps"] = eps
+    for key in ("autoattack", "classifier_only"):
+        if out.get(key):
+            out[key]["eps"] = eps
     if out.get("large_eps") is not None:
         scaled = max(float(out["large_eps"]), float(out["large_eps"]) * eps / old)
         out["large_eps"] = min(1.0, scaled) if norm == "linf" else scaled
     return out
 
 
-PROTOCOL_CHOICES = ("preset", "pgd", *(f"autoattack-{v}" for v in AUTOATTACK_VERSIONS))
+PROTOCOL_CHOICES = ("preset", "pgd", *(f"autoattack-{v}" for v in AUTOATTACK_VERSIONS), "classifier-only")
+
+
+def with_classifier_only(eval_dict: dict[str, Any]) -> dict[str, Any]:
+    """The protocol plus CARSO's classifier-only AutoAttack standard at its threat model (the paper's MNIST protocol,
+    reported beside the end-to-end attacks, never in their worst case)."""
+    norm, eps = protocol_threat(eval_dict)
+    return {**copy.deepcopy(eval_dict), "classifier_only": {"version": "standard", "norm": norm, "eps": eps}}
 
 
 def protocol_for_run(
@@ -88,7 +96,8 @@ def protocol_for_run(
 
     The base protocol is ``preset_eval`` when given (``--preset``), else the run's own preset protocol, else PGD-50x3
     at the run's training threat model, else PGD-50x3 at ``eps``/``norm``. ``protocol`` then picks ``preset`` (the
-    base), ``pgd`` (PGD-50x3 at the base's threat model) or ``autoattack-<version>``; ``overrides`` (the ``eval``
+    base), ``pgd`` (PGD-50x3 at the base's threat model), ``autoattack-<version>`` or ``classifier-only`` (the
+    base plus CARSO's classifier-only AutoAttack standard, reported apart); ``overrides`` (the ``eval``
     part of ``--set``) are merged, and ``eps`` moves every attack and the large-eps check to that radius.
     """
     from robustlab.runs import run_protocol_source, training_attack
@@ -116,6 +125,8 @@ def protocol_for_run(
                 **{k: v for k, v in base.items() if k in ("split", "n", "batch_size", "seed")}}
     elif protocol.startswith("autoattack-"):
         base = as_autoattack(base, protocol.split("-", 1)[1])
+    elif protocol == "classifier-only":
+        base = with_classifier_only(base)
     merged = deep_merge(base, overrides or {})
     if eps is not None:
         merged = at_eps(merged, eps)
@@ -161,6 +172,8 @@ def protocol_for_model(protocol: Any, threat: Any | None, *, n: int | None = Non
             out = base
         elif isinstance(protocol, str) and protocol.startswith("autoattack-"):
             out = {**as_autoattack(base, protocol.split("-", 1)[1]), "large_eps": large_eps_for(norm, eps)}
+        elif protocol == "classifier-only":  # CARSO models: PGD-50x3 end to end plus the classifier-only AutoAttack
+            out = with_classifier_only(base)
         else:
             choices = ", ".join(c for c in PROTOCOL_CHOICES if c != "preset")
             raise ConfigError(f"unknown protocol {protocol!r}; valid: {choices}, an EvalConfig or its dict")

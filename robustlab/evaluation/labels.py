@@ -35,10 +35,24 @@ def attack_label(settings: Mapping[str, Any]) -> str:
     return f"{attack_head(settings)} {settings['norm']} eps={settings['eps']:.4g}{attack_tail(settings)}"
 
 
+#: Protocol entries crafted on a CARSO model's classifier alone (:mod:`robustlab.evaluation.classifier_only`) start
+#: with this; their label carries :data:`CLASSIFIER_ONLY_MARK`, so no table reads them as attacks on the model.
+CLASSIFIER_ONLY = "classifier-only"
+CLASSIFIER_ONLY_MARK = " (judged on CARSO, not in worst case)"
+
+
+def is_classifier_only(entry: Mapping[str, Any]) -> bool:
+    """Whether a stored protocol entry is the classifier-only protocol (outside the worst case)."""
+    return str(entry.get("name", "")).startswith(CLASSIFIER_ONLY)
+
+
 def entry_label(entry: Mapping[str, Any]) -> str:
     """A stored protocol entry's label without its threat model. Entries name the registry attack and carry its
-    settings; entries written by hand-built protocols (AToP) carry a whole label as their name."""
+    settings; entries written by hand-built protocols (AToP) carry a whole label as their name. Classifier-only
+    entries are marked as judged on CARSO and outside the worst case."""
     name = str(entry.get("name", "?"))
+    if name.startswith(CLASSIFIER_ONLY):
+        return " ".join(name.split()[:2]) + CLASSIFIER_ONLY_MARK
     if name.startswith("autoattack"):
         return name.split(" ")[0]
     if " " in name:

@@ -12,6 +12,7 @@ from robustlab.attacks.wrappers import TransferAttack
 from robustlab.core.errors import ConfigError
 from robustlab.core.threat import ThreatModel
 from robustlab.evaluation import labels
+from robustlab.evaluation.classifier_only import entry_name
 from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.robust import NamedAttack
 
@@ -64,9 +65,13 @@ def _settings(cfg: AttackConfig) -> dict[str, Any]:
 
 def protocol_entries(cfg: EvalConfig) -> list[dict[str, Any]]:
     """The ``protocol`` list an evaluation under ``cfg`` writes into its result: each attack's registry name, threat
-    model and settings, then AutoAttack's settings. Reproduce matches stored results against it."""
+    model and settings, then AutoAttack's settings, then the classifier-only AutoAttack's (marked as outside the worst
+    case). Reproduce matches stored results against it."""
     out: list[dict[str, Any]] = [{"name": attack_label(a), "threat": ThreatModel(a.norm, a.eps).to_dict(),
                                   **_settings(a)} for a in cfg.attacks]
     if cfg.autoattack is not None:
         out.append({"name": f"autoattack-{cfg.autoattack.version}", **cfg.autoattack.model_dump(exclude_none=True)})
+    if cfg.classifier_only is not None:  # crafted on the classifier alone: its name never starts with "autoattack"
+        out.append({"name": entry_name(cfg.classifier_only), "judged_on": "carso", "in_worst_case": False,
+                    **cfg.classifier_only.model_dump(exclude_none=True)})
     return out

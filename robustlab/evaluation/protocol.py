@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
 from robustlab.data import ImageData
+from robustlab.evaluation.classifier_only import classifier_only_summary
 from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.named import attack_label, first_attack_config, named_attacks, protocol_entries
 from robustlab.evaluation.result import EvaluationResult
@@ -57,6 +58,7 @@ def run_protocol(
         aa_flags, aa_timings, aa_checks = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
         flags.update(aa_flags)
         timings.update(aa_timings)
+    classifier_only = classifier_only_summary(model, x, y, clean, cfg, show_progress)  # apart: never in worst case
     large_eps_accuracy = None
     if cfg.large_eps is not None:
         first_attack = first_attack_config(cfg)
@@ -105,7 +107,7 @@ def run_protocol(
         clean_accuracy=accuracy_of(clean), robust_accuracy=robust, worst_case_accuracy=worst, worst_case_n=worst_n,
         per_sample=per_sample, seed=cfg.seed, timings=timings, sanity=sanity, model=model_info or {},
         eps_sweep=sweep.accuracy if sweep else {}, eps_sweep_n=sweep.n if sweep else None,
-        eps_sweep_attack=sweep.attack if sweep else None,
+        eps_sweep_attack=sweep.attack if sweep else None, classifier_only=classifier_only,
     )
 
 

@@ -34,6 +34,9 @@ class EvaluationResult:
     (all of which every attack ran on). ``eps_sweep`` maps each swept radius (``repr(float(eps))``) to the
     accuracy of the protocol's first attack run alone at that radius on the first ``eps_sweep_n`` points
     (empty when no sweep ran; results written before the sweep existed load with the defaults).
+    ``classifier_only`` (CARSO, the paper's MNIST protocol; :mod:`robustlab.evaluation.classifier_only`) holds
+    AutoAttack on the classifier alone judged on CARSO, labelled with what it measures: never in
+    ``robust_accuracy`` nor the worst case (empty when not run).
     """
 
     dataset: str
@@ -56,6 +59,7 @@ class EvaluationResult:
     eps_sweep: dict[str, float] = field(default_factory=dict)
     eps_sweep_n: int | None = None
     eps_sweep_attack: dict[str, Any] | None = None
+    classifier_only: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""

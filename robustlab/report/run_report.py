@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from robustlab.core.errors import InputError, RobustlabError
+from robustlab.evaluation.labels import CLASSIFIER_ONLY
 from robustlab.io.atomic import atomic_write_text, read_jsonl
 from robustlab.report import html as H
 from robustlab.store.db import ResultsStore
@@ -125,7 +126,8 @@ def _curves_section(st: RunState) -> list[str]:
     return [*out, H.png_img(png, "training curves"), f"<p>{len(st.metrics)} epochs from metrics.jsonl.</p>"]
 
 
-def _evaluations_section(evals: list[dict[str, Any]], attacks: dict[int, list[tuple[str, float]]]) -> list[str]:
+def _evaluations_section(evals: list[dict[str, Any]], attacks: dict[int, list[tuple[str, float]]],
+                         classifier_only: dict[int, dict[str, Any]] | None = None) -> list[str]:
     out = ["<h2>Evaluations</h2>"]
     if not evals:
         return [*out, H.notice("None recorded.")]
@@ -154,6 +156,13 @@ def _evaluations_section(evals: list[dict[str, Any]], attacks: dict[int, list[tu
         body = [[H.cell(a), H.cell(_pct(acc), num=True, col="attack_accuracy")] for a, acc in per]
         out.append(f"<h3>Evaluation {e['id']}: accuracy after each attack (cumulative)</h3>")
         out.append(H.table(["attack", "robust accuracy %"], body, table_id=f"attacks-{e['id']}"))
+        extra = (classifier_only or {}).get(e["id"])
+        if extra:
+            out.append(f"<h3>Evaluation {e['id']}: classifier-only protocol (not this model's robustness)</h3>")
+            out.append(f"<p>{H.esc(extra.get('measures', ''))}.</p>")
+            body = [[H.cell(a), H.cell(_pct(acc), num=True, col="classifier_only_accuracy")]
+                    for a, acc in (extra.get("accuracy") or {}).items()]
+            out.append(H.table(["protocol", "accuracy %"], body, table_id=f"classifier-only-{e['id']}"))
     return out
 
 
@@ -278,11 +287,13 @@ def build_run_report(run_dir: str | Path, store: ResultsStore, *, grid_n: int = 
     store.import_run(st.run_dir)
     evals = store.rows(run_dir=st.run_dir)
     attacks = store.attack_accuracies(e["id"] for e in evals)
+    classifier_only = {e["id"]: store.get(e["id"]).classifier_only for e in evals
+                       if CLASSIFIER_ONLY in (e["protocol"] or "")}
     loaded = _load_attacked(st, evals, max(grid_n, TRANSFER_N), device)
     body = [f"<h1>Run {H.esc(st.run_dir.name)}</h1>",
             f"<p>Folder <code>{H.esc(st.run_dir.resolve())}</code>; results store <code>{H.esc(store.path)}</code>; "
             f"page written {datetime.now():%Y-%m-%d %H:%M:%S}.</p>",
-            *_status_section(st, evals), *_evaluations_section(evals, attacks), *_curves_section(st),
+            *_status_section(st, evals), *_evaluations_section(evals, attacks, classifier_only), *_curves_section(st),
             *_sweep_section(store, evals, st), *_grid_section(loaded, grid_n, grid_steps),
             *_transfer_section(loaded, grid_steps),
             *_sanity_section(store, evals), *_config_section(st)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.core.errors import InputError
+from robustlab.evaluation.labels import CLASSIFIER_ONLY
 from robustlab.io.atomic import atomic_write_text
 from robustlab.store.db import ResultsStore
 from robustlab.store.record import protocol_matches
@@ -106,6 +107,9 @@ def render_tables(rows: Sequence[dict[str, Any]], limit: int | None = None) -> l
             table.add_row(str(r["rank"]), r["run"] or "?", r["method"] or "?", r["protocol"] or "?", str(n),
                           _pct(r["clean_accuracy"]), worst, paper, sanity)
         more = f"; {len(group) - len(shown)} more not shown (--limit)" if len(shown) < len(group) else ""
+        if any(CLASSIFIER_ONLY in (r["protocol"] or "") for r in shown):
+            more += (". classifier-only: AutoAttack on a CARSO model's classifier alone, judged on CARSO (the paper's "
+                     "MNIST protocol), reported in the result but never in the worst case or the rank")
         table.caption = ("worst case: pointwise over every attack of the protocol (measured) on n points, ± the "
                          "half-width of its 95% Wilson interval. paper: the preset's published counterpart, copied "
                          "from the paper, not measured here; * the run's scale is not the paper's budget, so the "

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from robustlab.evaluation.labels import entry_label, published_key
+from robustlab.evaluation.labels import entry_label, is_classifier_only, published_key
 
 
 def result_sha(doc: dict[str, Any]) -> str:
@@ -27,10 +27,11 @@ def protocol_label(protocol: list[dict[str, Any]]) -> str:
 
 
 def protocol_matches(label: str, wanted: str) -> bool:
-    """``wanted`` names the whole label, one of its attacks, or an attack family (``pgd`` matches ``pgd-50x3``)."""
+    """``wanted`` names the whole label, one of its attacks, or an attack family (``pgd`` matches ``pgd-50x3``,
+    ``classifier-only`` the classifier-only entry)."""
     wanted = wanted.strip().lower()
     parts = [p.strip().lower() for p in label.split("+")]
-    return wanted == label.lower() or any(p == wanted or p.startswith(wanted + "-") for p in parts)
+    return wanted == label.lower() or any(p == wanted or p.startswith((wanted + "-", wanted + " ")) for p in parts)
 
 
 def _json(value: Any) -> str:
@@ -111,6 +112,7 @@ def paper_numbers(doc: dict[str, Any], info: RunInfo) -> tuple[float | None, flo
     The robust number is the published counterpart of the measured worst case: the lowest published accuracy
     among the attacks this protocol ran (``autoattack`` for AutoAttack, ``pgd``/``bb``/... for those attacks).
     Published numbers hold only at the preset's own threat model, so an evaluation at another eps gets none.
+    A classifier-only entry (CARSO's paper protocol) is skipped: its number is no worst case.
     """
     pub = info.published
     if not pub or info.preset_threat is None:
@@ -123,6 +125,8 @@ def paper_numbers(doc: dict[str, Any], info: RunInfo) -> tuple[float | None, flo
         return None, None
     keys = set()
     for p in doc.get("protocol") or []:
+        if is_classifier_only(p):  # not an attack on the model: never the counterpart of its worst case
+            continue
         name = str(p.get("name", "")).split(" ")[0]
         if name.startswith("autoattack"):
             keys.add("autoattack")

@@ -136,10 +136,15 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.train_data, self.val_data = self._load_data()
         self.info = self.train_data.info
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
         self.device = resolve_device(cfg.device)
-        self.model = self._build_model().to(self.device)
         self.objective = create_objective(cfg.objective)
+        if cfg.model.name is not None:  # settled once from the training data (CARSO's layers: auto), then recorded
+            kwargs = self.objective.prepare_model_kwargs(cfg.model.name, dict(cfg.model.kwargs), self.train_data,
+                                                         seed=cfg.seed, device=self.device)
+            if kwargs != cfg.model.kwargs:
+                cfg = self.cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": kwargs})})
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        self.model = self._build_model().to(self.device)
         example = self.train_data.float_images(torch.arange(min(2, len(self.train_data)))).to(self.device)
         self.objective_module = self.objective.modules(self.model, example)
         if self.objective_module is not None:

@@ -34,6 +34,8 @@ from robustlab.purification.carso.representation import RepresentationExtractor
 from robustlab.purification.common import freeze_classifier
 
 Sampling = Literal["prior", "mean"]
+#: ``layers`` value that asks the ``carso`` objective to choose the layers at training start.
+AUTO = "auto"
 
 
 class CARSO(nn.Module):
@@ -181,6 +183,27 @@ def _load_classifier(spec: str | dict[str, Any], which: str) -> tuple[Normalized
     return model, meta["dataset"], str(path)
 
 
+def resolve_classifier(
+    classifier: str | dict[str, Any] | None, *, classifier_model: str | None = None,
+    classifier_dataset: str | None = None, classifier_kwargs: dict[str, Any] | None = None, which: str = "best",
+) -> tuple[Normalized, str, str]:
+    """(classifier, its dataset, its run folder or "") from the ``carso`` builder's classifier settings."""
+    if classifier is None:
+        if not (classifier_model and classifier_dataset):
+            raise ConfigError("CARSO needs its classifier: classifier=runs/<classifier-run> (trained), or "
+                              "classifier_model=NAME with classifier_dataset=DATASET (architecture only)")
+        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
+    elif isinstance(classifier, str) and not Path(classifier).exists() and classifier_model and classifier_dataset:
+        # A trained CARSO checkpoint holds its classifier's weights, so a run folder that was moved, or opened from
+        # another directory, still loads from the architecture alone. Training refuses such a CARSO (no trained
+        # classifier), so a mistyped path cannot train on an untrained classifier.
+        warnings.warn(f"CARSO classifier run {classifier} not found: building its architecture ({classifier_model} "
+                      f"on {classifier_dataset}); its weights must come from the CARSO checkpoint being loaded",
+                      stacklevel=3)
+        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
+    return _load_classifier(classifier, which)
+
+
 @register_model("carso")
 def carso(
     in_channels: int,
@@ -201,29 +224,26 @@ def carso(
     aggregation: str = "peel",
     sampling: Sampling = "prior",
     differentiable: bool = True,
+    auto_layers: int = 4,
+    layers_auto: dict[str, Any] | None = None,
 ) -> CARSO:
     """CARSO over a frozen classifier tapped at ``layers`` (names as on the classifier, e.g. ``net.features.conv2``;
     a list or one comma-separated string). The classifier is ``classifier``: a trained run folder / checkpoint, or
     ``{name, dataset, kwargs}``; or, for presets before a classifier run exists, the untrained architecture
     ``classifier_model`` (with ``classifier_kwargs``) of ``classifier_dataset`` (training refuses it). Given both,
     the architecture also rebuilds a trained CARSO whose classifier run folder is gone (its checkpoint has the
-    classifier's weights). Defaults: the final code's CIFAR sizes."""
+    classifier's weights). ``layers="auto"`` is resolved by the ``carso`` objective at training start
+    (:mod:`robustlab.purification.carso.layer_choice`, ``auto_layers`` layers); ``layers_auto`` is its record of
+    what it measured, kept in the config and checkpoint, not used to build. Defaults: the final code's CIFAR sizes."""
     if isinstance(layers, str):
+        if layers.strip() == AUTO:
+            raise ConfigError("CARSO layers: auto is chosen at training start by the carso objective, on training "
+                              "points; to build a CARSO outside training, list the layers (a trained run's "
+                              "config.yaml and checkpoint list the ones it chose)")
         layers = [name.strip() for name in layers.split(",") if name.strip()]
-    if classifier is None:
-        if not (classifier_model and classifier_dataset):
-            raise ConfigError("CARSO needs its classifier: classifier=runs/<classifier-run> (trained), or "
-                              "classifier_model=NAME with classifier_dataset=DATASET (architecture only)")
-        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
-    elif isinstance(classifier, str) and not Path(classifier).exists() and classifier_model and classifier_dataset:
-        # A trained CARSO checkpoint holds its classifier's weights, so a run folder that was moved, or opened from
-        # another directory, still loads from the architecture alone. Training refuses such a CARSO (no trained
-        # classifier), so a mistyped path cannot train on an untrained classifier.
-        warnings.warn(f"CARSO classifier run {classifier} not found: building its architecture ({classifier_model} "
-                      f"on {classifier_dataset}); its weights must come from the CARSO checkpoint being loaded",
-                      stacklevel=2)
-        classifier = {"name": classifier_model, "dataset": classifier_dataset, "kwargs": classifier_kwargs or {}}
-    model, dataset, source = _load_classifier(classifier, which)
+    model, dataset, source = resolve_classifier(classifier, classifier_model=classifier_model,
+                                                classifier_dataset=classifier_dataset,
+                                                classifier_kwargs=classifier_kwargs, which=which)
     model.eval().requires_grad_(False)  # ours to freeze: no warning
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     shape = (in_channels, int(hw[0]), int(hw[1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
@@ -81,6 +82,13 @@ class Objective:
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         """Return the scalar training loss (with graph) and float metrics for logging."""
         raise NotImplementedError
+
+    def prepare_model_kwargs(self, name: str, kwargs: dict[str, Any], data: Any, *, seed: int,
+                             device: torch.device) -> dict[str, Any]:
+        """Registry model ``name``'s kwargs with what this objective settles from the training ``data`` before the
+        model is built (CARSO's ``layers: auto``); the trainer writes the result into the run's config. Default:
+        unchanged."""
+        return kwargs
 
     def modules(self, model: nn.Module, example: Tensor) -> nn.Module | None:
         """Trainable modules this objective owns (ASCL's projection head), built once for ``model``; None if none.

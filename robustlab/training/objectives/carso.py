@@ -11,7 +11,7 @@ The BCE is taken from the decoder's pre-sigmoid output, so a saturated pixel kee
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +132,20 @@ class CARSOObjective(Objective):
         p = self.params
         return beta_schedule(self._epochs_done, lag=p.beta_lag_epochs, ramp=p.beta_ramp_epochs, beta_max=p.beta_max,
                              per_epoch=p.beta_per_epoch)
+
+    def prepare_model_kwargs(self, name: str, kwargs: dict[str, Any], data: Any, *, seed: int,
+                             device: torch.device) -> dict[str, Any]:
+        """``layers: auto``: the layers chosen on the first :data:`AUTO_N` training points against this objective's
+        strong attack on the classifier (:mod:`robustlab.purification.carso.layer_choice`), written into the config
+        and checkpoint; any other ``layers`` unchanged."""
+        from robustlab.purification.carso.layer_choice import AUTO_N, resolve_auto_layers
+
+        if name != "carso":
+            return kwargs
+        idx = torch.arange(min(AUTO_N, len(data)))
+        assert self.cfg.attack is not None
+        return resolve_auto_layers(kwargs, data.float_images(idx), data.labels[idx], self.cfg.attack, seed=seed,
+                                   device=device)
 
     def modules(self, model: nn.Module, example: Tensor) -> nn.Module | None:
         """No module of its own; checks once, before training, that CARSO's classifier is a trained one."""
