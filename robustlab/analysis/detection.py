@@ -106,7 +106,7 @@ def detection_experiment(
     ``{"name": registry attack, **its options}``, e.g. ``{"pgd": {"name": "pgd", "steps": 20, "step_size": 1/255}}``."""
     from robustlab.attacks import create_attack
     from robustlab.attacks.base import attack_mode, predict
-    from robustlab.core.threat import ThreatModel
+    from robustlab.core.threat import ThreatModel, canonical_norm
 
     if not attacks or not eps_values:
         raise InputError("detection needs at least one attack and one eps")
@@ -120,7 +120,7 @@ def detection_experiment(
             raise InputError(f"attack {label!r} needs a 'name' (a registered attack), got {dict(spec)}")
         options = {k: v for k, v in spec.items() if k != "name"}
         for eps in eps_values:
-            attack = create_attack(spec["name"], model, ThreatModel(norm, float(eps)), **options)
+            attack = create_attack(spec["name"], model, ThreatModel(canonical_norm(norm), float(eps)), **options)
             x_adv = torch.cat([attack(x[i : i + batch_size], y[i : i + batch_size])
                                for i in range(0, len(x), batch_size)])
             with attack_mode(model):

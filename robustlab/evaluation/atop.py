@@ -24,7 +24,7 @@ from torch import Tensor
 from robustlab.attacks import create_attack
 from robustlab.attacks.wrappers import TransferAttack
 from robustlab.core.rng import derive_seed
-from robustlab.core.threat import ThreatModel
+from robustlab.core.threat import ThreatModel, canonical_norm
 from robustlab.core.validation import check_images, check_labels
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import NamedAttack, accuracy_of, robust_flags
@@ -63,7 +63,7 @@ def protocol_attacks(defense: AToPDefense, s: ProtocolSettings) -> dict[str, lis
     if "A" in s.protocols:
         out["A"] = _end_to_end(defense, threat, s)
     if "B" in s.protocols:
-        kw = {"steps": s.b_steps, "eot_samples": s.b_eot_samples}
+        kw: dict[str, Any] = {"steps": s.b_steps, "eot_samples": s.b_eot_samples}
         if s.b_source == "bpda":
             attack: Any = create_attack("pgd", defense.with_bpda(), threat, **kw)
         else:
@@ -79,7 +79,7 @@ def protocol_attacks(defense: AToPDefense, s: ProtocolSettings) -> dict[str, lis
                                 create_attack("pgd", defense, threat, **kw), threat, {**kw, "target": "pipeline"})]
     if "unseen" in s.protocols:
         for norm, eps in s.unseen.items():
-            out[f"unseen-{norm}"] = _end_to_end(defense, ThreatModel(norm, eps), s)
+            out[f"unseen-{norm}"] = _end_to_end(defense, ThreatModel(canonical_norm(norm), eps), s)
     return out
 
 

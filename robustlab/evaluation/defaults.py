@@ -135,7 +135,7 @@ def protocol_for_run(
 
 def parse_threat(threat: Any) -> tuple[str, float]:
     """(norm, eps) from a ``ThreatModel`` or text such as ``"linf:8/255"``, ``"l2:0.5"`` (eps may be a fraction)."""
-    from robustlab.core.threat import ThreatModel
+    from robustlab.core.threat import ThreatModel, canonical_norm
 
     if isinstance(threat, ThreatModel):
         return threat.norm, threat.eps
@@ -147,7 +147,7 @@ def parse_threat(threat: Any) -> tuple[str, float]:
         eps = float(num) / (float(den) if den else 1.0)
     except (ValueError, ZeroDivisionError):
         raise ConfigError(f"threat {threat!r}: eps must be a number or a fraction such as 8/255") from None
-    parsed = ThreatModel(norm.strip(), eps)  # validates the norm and the radius
+    parsed = ThreatModel(canonical_norm(norm.strip()), eps)  # validates the norm and the radius
     return parsed.norm, parsed.eps
 
 

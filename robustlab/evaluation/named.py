@@ -14,7 +14,7 @@ from robustlab.core.threat import ThreatModel
 from robustlab.evaluation import labels
 from robustlab.evaluation.classifier_only import entry_name
 from robustlab.evaluation.config import EvalConfig
-from robustlab.evaluation.robust import NamedAttack
+from robustlab.evaluation.robust import AttackFn, NamedAttack
 
 
 def attack_label(cfg: AttackConfig) -> str:
@@ -50,6 +50,7 @@ def named_attacks(model: nn.Module, cfgs: list[AttackConfig]) -> list[NamedAttac
     out = []
     for cfg in cfgs:
         extra: dict[str, Any] = {"early_stop": True} if takes_setting(cfg.name, "early_stop") else {}
+        attack: AttackFn
         if cfg.surrogate:  # crafted on the view, judged (by robust_flags) on the model itself
             attack = TransferAttack(build_attack(cfg.model_copy(update={"surrogate": None}),
                                                  surrogate_view(model, cfg.surrogate), **extra))

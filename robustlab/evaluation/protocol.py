@@ -99,7 +99,8 @@ def run_protocol(
     worst_n = min((len(m) for m in flags.values()), default=n)
     worst = accuracy_of(worst_mask[:worst_n])
     per_sample = {"clean": clean.tolist(), **{k: v.tolist() for k, v in flags.items()}}
-    first = cfg.attacks[0] if cfg.attacks else cfg.autoattack  # type: ignore[assignment]
+    first = cfg.attacks[0] if cfg.attacks else cfg.autoattack
+    assert first is not None  # EvalConfig requires attacks or autoattack
     protocol = protocol_entries(cfg)
     return EvaluationResult(
         dataset=data.info.name, split=data.split, n=n, indices=indices.tolist(),

@@ -22,6 +22,7 @@ class Normalized(nn.Module):
     ``model_spec`` records how ``create_model`` built it ({"model", "dataset", "kwargs"}; empty otherwise).
     """
 
+    net: nn.Module
     mean: Tensor
     std: Tensor
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from robustlab.attacks.base import attack_mode, predict
 from robustlab.core.errors import InputError
 
-_M = nn.Module
+_M = TypeVar("_M", bound=nn.Module)
 
 
 def freeze_classifier(classifier: _M, name: str = "classifier") -> _M:

@@ -46,6 +46,10 @@ class CARSO(nn.Module):
     with ``aggregation``. ``differentiable=False`` detaches the representation (no gradient reaches the input).
     """
 
+    classifier: Normalized
+    classifier_source: str = ""  # the run folder or checkpoint it was loaded from
+    classifier_dataset: str = ""
+
     def __init__(
         self,
         classifier: Normalized,
@@ -81,8 +85,9 @@ class CARSO(nn.Module):
         self.num_classes = int(logits.shape[1])
         if self.num_classes < 2:
             raise ConfigError("CARSO needs a classifier with at least 2 classes")
-        self.compressors = nn.ModuleList(LayerCompressor(tuple(a.shape[1:]), compressor_depth) for a in acts)
-        self.cond = fc_block(sum(m.out_features for m in self.compressors), cond_dim)
+        compressors = [LayerCompressor(tuple(a.shape[1:]), compressor_depth) for a in acts]
+        self.compressors = nn.ModuleList(compressors)
+        self.cond = fc_block(sum(m.out_features for m in compressors), cond_dim)
         self.pre_encoder = InputPreEncoder(c, (h, w))
         self.joint = fc_block(self.pre_encoder.out_features + cond_dim, joint_dim)
         self.neck = GaussianNeck(joint_dim, latent_dim)
@@ -179,8 +184,11 @@ def _load_classifier(spec: str | dict[str, Any], which: str) -> tuple[Normalized
     if not path.exists():
         raise ConfigError(f"CARSO classifier {path} does not exist; give the run folder (or .safetensors) of a "
                           "trained classifier, e.g. runs/mnist-pgd-at-quick")
-    model, meta = load_trained_model(path, which=which)
-    return model, meta["dataset"], str(path)
+    loaded, meta = load_trained_model(path, which=which)
+    if not isinstance(loaded, Normalized):
+        raise ConfigError(f"CARSO's classifier {path} is a {meta.get('model')} without the Normalized wrapper; "
+                          "give a classifier trained by robustlab on a registry model")
+    return loaded, meta["dataset"], str(path)
 
 
 def resolve_classifier(
