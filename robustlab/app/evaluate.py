@@ -117,8 +117,7 @@ def evaluate_run(run: str | Path, eval_cfg: EvalConfig, *, which: str = "best", 
           else load_dataset(meta["dataset"], eval_cfg.split))
     if ds.sha256:
         meta = {**meta, "data_sha256": ds.sha256, "source": ds.source}
-    # run_protocol takes FloatData too, but evaluation/protocol.py (typed after the parity work) says ImageData
-    result = run_protocol(model, ds, eval_cfg,  # type: ignore[arg-type]
+    result = run_protocol(model, ds, eval_cfg,
                           model_info={"checkpoint": str(run), "which": which, **meta},
                           show_progress=show_progress and dist.is_main, state_dir=state_dir)
     if not dist.is_main:
@@ -145,8 +144,7 @@ def evaluate_model(model: nn.Module, data: Any, *, threat: Any = None, protocol:
     model = model.to(resolve_device(device)).eval()
     check_model_fits(model, ds)
     info = {"source": ds.source, "data_sha256": ds.sha256, **(model_info or {})}
-    # run_protocol takes FloatData too, but evaluation/protocol.py (typed after the parity work) says ImageData
-    result = run_protocol(model, ds, cfg, model_info=info, show_progress=progress,  # type: ignore[arg-type]
+    result = run_protocol(model, ds, cfg, model_info=info, show_progress=progress,
                           state_dir=None if state_dir is None else Path(state_dir))
     if store is not None:
         with ResultsStore(store) as db:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
-from robustlab.data import ImageData
+from robustlab.data.resolve import AnyData
 from robustlab.evaluation.classifier_only import classifier_only_summary
 from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.named import attack_label, first_attack_config, named_attacks, protocol_entries
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def run_protocol(
     model: nn.Module,
-    data: ImageData,
+    data: AnyData,
     cfg: EvalConfig,
     *,
     model_info: dict[str, Any] | None = None,
