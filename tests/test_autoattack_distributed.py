@@ -17,14 +17,15 @@ from robustlab.core.threat import ThreatModel
 from robustlab.utils.distributed import DistInfo
 from tests._aa_dist_helpers import run, summary
 from tests._aa_kill_helpers import SlowLinear
+from tests._ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def torchrun(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={port}", "-m", "tests._aa_dist_helpers", *args],
+                           f"--master_port={free_port()}", "-m", "tests._aa_dist_helpers", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -44,7 +45,7 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def test_two_processes_give_the_one_process_result(tmp_path: Path, single: dict[str, Any]) -> None:
     out = tmp_path / "two.json"
-    two = torchrun(29541, str(out))
+    two = torchrun(str(out))
     assert two.returncode == 0, two.stderr[-3000:]
     double = json.loads(out.read_text())
     assert same(double, single)
@@ -54,12 +55,12 @@ def test_two_processes_give_the_one_process_result(tmp_path: Path, single: dict[
 
 def test_a_rank_killed_after_a_gather_resumes_its_own_batches(tmp_path: Path, single: dict[str, Any]) -> None:
     state = tmp_path / "aa.state.safetensors"
-    crashed = torchrun(29542, str(tmp_path / "crashed.json"), str(state), "crash")
+    crashed = torchrun(str(tmp_path / "crashed.json"), str(state), "crash")
     assert crashed.returncode != 0 and not (tmp_path / "crashed.json").exists()
     files = sorted(p.name for p in tmp_path.glob("aa.state.*"))
     assert files == ["aa.state.rank0-of-2.safetensors", "aa.state.rank1-of-2.safetensors"], files
     out = tmp_path / "resumed.json"
-    resumed = torchrun(29543, str(out), str(state))
+    resumed = torchrun(str(out), str(state))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = json.loads(out.read_text())
     assert again["resumed"] and same(again, single)

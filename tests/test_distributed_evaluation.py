@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from robustlab.training.trainer import Trainer
+from tests._ports import free_port
 from tests._training_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def test_two_processes_give_the_one_process_result(tmp_path: Path) -> None:
                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     double = tmp_path / "double.json"
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                           "-m", "robustlab.cli", "evaluate", str(run), "--out", str(double), "--no-progress"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -19,6 +19,7 @@ from robustlab.runs.loading import load_trained_model
 from robustlab.training.config import ScheduleConfig
 from robustlab.training.schedules import lr_factor
 from robustlab.training.trainer import Trainer
+from tests._ports import free_port
 from tests._training_helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("mnist_available")
@@ -109,7 +110,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
         f"Trainer(tiny_config(), {str(dist_run)!r}, show_progress=False).fit()\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", str(script)]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert_same_weights(weights(single), weights(dist_run), atol=1e-5)
