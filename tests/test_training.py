@@ -110,7 +110,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
         f"Trainer(tiny_config(), {str(dist_run)!r}, show_progress=False).fit()\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(script)]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert_same_weights(weights(single), weights(dist_run), atol=1e-5)
