@@ -35,7 +35,8 @@ def test_two_processes_give_the_one_process_result(tmp_path: Path) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
     double = tmp_path / "double.json"
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          f"--master_port={free_port()}", "-m", "robustlab.cli", "evaluate", str(run), "--out", str(double), "--no-progress"],
+                          f"--master_port={free_port()}", "-m", "robustlab.cli", "evaluate", str(run), "--out",
+                          str(double), "--no-progress"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = json.loads(single.read_text()), json.loads(double.read_text())
