@@ -40,6 +40,10 @@ NEEDS_RUN: dict[str, str] = {
     "carso_cost": "perf/carso_cost.py RUN",
     "autoattack_vs_reference": "checks/autoattack_vs_reference.py RUN",
 }
+# compare against a library robustlab does not depend on; install it for the check only
+NEEDS_PACKAGE: dict[str, str] = {
+    "bb_vs_foolbox": "checks/bb_vs_foolbox.py (pip install --no-deps foolbox==3.3.4 eagerpy numba)",
+}
 
 
 def command(name: str) -> list[str]:
@@ -81,6 +85,8 @@ def main() -> int:
             failed.append(name)
     print("\nnot run here (they measure a trained run): "
           + "; ".join(f"{n}: benchmarks/{c}" for n, c in NEEDS_RUN.items()))
+    print("not run here (they need a package outside robustlab's dependencies): "
+          + "; ".join(f"{n}: benchmarks/{c}" for n, c in NEEDS_PACKAGE.items()))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

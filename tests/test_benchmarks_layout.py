@@ -61,6 +61,7 @@ def test_run_all_covers_perf_and_checks() -> None:
     run_all = _run_all()
     listed = {script for script, _ in run_all.BENCHMARKS.values()}
     listed |= {command.split()[0] for command in run_all.NEEDS_RUN.values()}
+    listed |= {command.split()[0] for command in run_all.NEEDS_PACKAGE.values()}
     assert all((BENCH / script).is_file() for script in listed), listed
     present = {str(p.relative_to(BENCH)) for folder in ("perf", "checks") for p in (BENCH / folder).glob("*.py")}
     assert present == listed

@@ -120,6 +120,7 @@ def evaluate_run(run: str | Path, eval_cfg: EvalConfig, *, which: str = "best", 
     result = run_protocol(model, ds, eval_cfg,
                           model_info={"checkpoint": str(run), "which": which, **meta},
                           show_progress=show_progress and dist.is_main, state_dir=state_dir)
+    distributed.shutdown(dist)  # every collective is done: leave the group together, then rank 0 writes
     if not dist.is_main:
         return EvaluationOutcome(result, out, main=False)
     save_result(result, out)

@@ -89,6 +89,7 @@ def current() -> DistInfo:
 
 
 def shutdown(info: DistInfo) -> None:
-    """Leave the process group."""
+    """Leave the process group once every rank got here (a rank exiting with the group alive can abort the others)."""
     if info.world > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
