@@ -88,6 +88,9 @@ def test_aggregation_rules_against_hand_values() -> None:
     assert torch.allclose(aggregate(lg, "logit")[0], torch.tensor([0.5, 1.0, -0.5]))
     r = torch.sigmoid(lg).mean(1)[0]
     assert torch.allclose(aggregate(lg, "prob")[0], torch.log(r / (1 - r)), atol=1e-6)
+    mean_softmax = torch.softmax(lg, dim=-1).mean(1)[0]  # v1's sum of softmaxes, up to the factor E
+    assert torch.allclose(torch.softmax(aggregate(lg, "softmax")[0], 0), mean_softmax, atol=1e-6)
+    assert torch.allclose(aggregate(lg, "softmax")[0].exp(), mean_softmax, atol=1e-6)
     assert aggregate(lg, "count")[0].tolist() == [1.0, 1.0, 0.0]
     assert aggregate(lg, "count-floor")[0].tolist() == [1.0 + 0.0, 0.0 + 1.0, -1.0 + 0.0]
     with pytest.raises(UnknownNameError, match="peel"):

@@ -117,12 +117,13 @@ def test_leaderboard_never_ranks_or_pairs_the_classifier_only_number(tmp_path: P
 def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:
     from robustlab.presets import list_presets, load_preset
 
-    assert {"carso-mnist", "carso-mnist-z0", "carso-mnist-vote", "carso-mnist-e4"} <= set(list_presets())
-    kwargs = {n: load_preset(n, "quick").train.model.kwargs
-              for n in ("carso-mnist", "carso-mnist-z0", "carso-mnist-vote", "carso-mnist-e4")}
+    rows = ("carso-mnist", "carso-mnist-z0", "carso-mnist-vote", "carso-mnist-softmax", "carso-mnist-e4")
+    assert set(rows) <= set(list_presets())
+    kwargs = {n: load_preset(n, "quick").train.model.kwargs for n in rows}
     assert kwargs["carso-mnist"].get("sampling", "prior") == "prior" and kwargs["carso-mnist"]["ensemble_size"] == 8
     assert (kwargs["carso-mnist-z0"]["sampling"], kwargs["carso-mnist-z0"]["ensemble_size"]) == ("mean", 1)
     assert kwargs["carso-mnist-vote"]["aggregation"] == "count" and kwargs["carso-mnist-e4"]["ensemble_size"] == 4
+    assert kwargs["carso-mnist-softmax"]["aggregation"] == "softmax"
     paper = load_preset("carso-mnist", "paper").eval
     assert paper.classifier_only is not None and paper.classifier_only.version == "standard"
     assert paper.autoattack is not None and paper.autoattack.version == "rand"  # the end-to-end protocol stays

@@ -8,12 +8,14 @@ logsumexp of the other classes' log p. The naive fp32 formula returns +-inf as s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from robustlab.core.errors import InputError, UnknownNameError
 
-AGGREGATIONS = ("peel", "logit", "prob", "count", "count-floor")
+AGGREGATIONS = ("peel", "logit", "prob", "softmax", "count", "count-floor")
 _F32_MAX = torch.finfo(torch.float32).max
 
 
@@ -45,6 +47,13 @@ def prob(logits: Tensor) -> Tensor:
     return torch.logsumexp(lf(logits), dim=1) - torch.logsumexp(lf(-logits), dim=1)
 
 
+def softmax_mean(logits: Tensor) -> Tensor:
+    """``softmax``: v1's sum of the samples' softmaxes, as log(mean_e softmax(l)) (same argmax as the sum; a log,
+    so it is a logit vector whose softmax is that mean)."""
+    log_p = torch.log_softmax(logits.double(), dim=-1)
+    return (torch.logsumexp(log_p, dim=1) - math.log(logits.shape[1])).to(logits.dtype)
+
+
 def count(logits: Tensor) -> Tensor:
     """``count``: hard vote, the number of samples whose argmax is each class (the paper's "hard voting")."""
     votes = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1])
@@ -57,7 +66,8 @@ def count_floor(logits: Tensor) -> Tensor:
     return torch.floor(logits / top).sum(dim=1)
 
 
-_RULES = {"peel": peel, "logit": mean_logit, "prob": prob, "count": count, "count-floor": count_floor}
+_RULES = {"peel": peel, "logit": mean_logit, "prob": prob, "softmax": softmax_mean, "count": count,
+          "count-floor": count_floor}
 
 
 def check_aggregation(name: str) -> str:
