@@ -243,6 +243,28 @@ def test_trainer_step_keeps_classifier_frozen(classifier_run: Path, tmp_path: Pa
     assert meta["model"] == "carso" and carso_of(loaded)[0].ensemble_size == 2
 
 
+def test_self_attacks_put_end_to_end_examples_in_the_configured_share(classifier_run: Path, tmp_path: Path) -> None:
+    """``self_attacks`` (beyond the paper): attacks crafted on CARSO itself, through its smooth view, each taking one
+    chunk of the adversarial share after the 4 classifier attacks."""
+    from robustlab.purification.carso.evaluation import AggregationView
+
+    cfg = _carso_config(classifier_run)
+    pgd = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 1}
+    cfg.objective.params.update(self_attacks=[pgd], adv_fraction=0.625)  # atom = floor(16 * 0.625 / 5) = 2
+    trainer = Trainer(cfg, tmp_path / "carso-self", show_progress=False)
+    attacks = trainer.objective.batch_attacks(trainer.model)
+    net, _ = carso_of(trainer.model)
+    assert len(attacks) == 5 and all(a.model is net.classifier for a in attacks[:4])
+    assert isinstance(attacks[4].model, AggregationView) and attacks[4].model.model is trainer.model
+    assert attacks[4].model.aggregation == "logit"
+    summary = trainer.fit()
+    metrics = summary.last_metrics
+    assert metrics["train_self_fraction"] == 2 / 16 and metrics["train_adv_fraction"] == 10 / 16
+    cfg.objective.params.update(self_aggregation="nope")
+    with pytest.raises(UnknownNameError, match="nope"):
+        Trainer(cfg, tmp_path / "bad", show_progress=False)
+
+
 def test_checkpoint_loads_after_the_classifier_run_moved(classifier_run: Path, tmp_path: Path) -> None:
     """The CARSO checkpoint holds the classifier's weights: with the architecture named, it loads without the
     classifier's run folder and computes the same outputs."""

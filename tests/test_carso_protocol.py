@@ -124,6 +124,7 @@ def test_carso_mnist_ablation_rows_and_paper_scale_classifier_only() -> None:
     assert (kwargs["carso-mnist-z0"]["sampling"], kwargs["carso-mnist-z0"]["ensemble_size"]) == ("mean", 1)
     assert kwargs["carso-mnist-vote"]["aggregation"] == "count" and kwargs["carso-mnist-e4"]["ensemble_size"] == 4
     assert kwargs["carso-mnist-softmax"]["aggregation"] == "softmax"
+    assert load_preset("carso-mnist-self", "quick").train.objective.params["self_attacks"][0]["name"] == "pgd"
     paper = load_preset("carso-mnist", "paper").eval
     assert paper.classifier_only is not None and paper.classifier_only.version == "standard"
     assert paper.autoattack is not None and paper.autoattack.version == "rand"  # the end-to-end protocol stays

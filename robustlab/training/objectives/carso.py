@@ -3,7 +3,8 @@ reconstruction targets, loss = summed pixel BCE + beta * KL with the lag-then-ra
 
 Registered as objective ``carso``. Its ``attack`` section is the strong PGD (the released code: 40 steps, step 0.01,
 random start); by default the attack set is, in the released order, PGD weak, PGD strong, FGSM weak, FGSM strong,
-weak eps = ``eps_weak`` (default: half the strong eps). ``attacks`` replaces the set. Both losses are sums over the
+weak eps = ``eps_weak`` (default: half the strong eps). ``attacks`` replaces the set; ``self_attacks`` (not in the
+paper) adds attacks crafted end to end on the CARSO model itself. Both losses are sums over the
 batch in the code (``reduction="sum"``); the default divides that sum by the batch size (see ``CARSOParams``).
 The BCE is taken from the decoder's pre-sigmoid output, so a saturated pixel keeps its gradient.
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from robustlab.attacks.base import Attack
 from robustlab.attacks.config import AttackConfig, build_attack
 from robustlab.core.errors import ConfigError
 from robustlab.training.objectives.base import Metrics, Objective, ObjectiveConfig, register_objective
@@ -39,6 +41,11 @@ class CARSOParams(BaseModel):
     # plain SGD steps of size lr * gradient: on the summed loss they sent an MNIST decoder to NaN at lr 2.5e-5
     # (batch 256, measured), while the mean trains at lr 1e-3 from the first step.
     reduction: Literal["sum", "mean"] = "mean"
+    # Beyond the paper: attacks crafted end to end on the CARSO model itself (through the smooth ``self_aggregation``
+    # view, as the evaluation's surrogate attacks are), each taking one chunk of the adversarial share beside the
+    # attacks on the classifier: with K classifier attacks and M of these, M / (K + M) of the adversarial examples.
+    self_attacks: list[AttackConfig] = Field(default_factory=list)
+    self_aggregation: str = "logit"
 
 
 def beta_schedule(
@@ -120,6 +127,10 @@ class CARSOObjective(Objective):
             fgsm = AttackConfig(name="fgsm", norm=strong.norm, eps=strong.eps)
             self.attack_cfgs = [strong.model_copy(update={"eps": weak_eps}), strong,
                                 fgsm.model_copy(update={"eps": weak_eps}), fgsm]
+        if p.self_attacks:
+            from robustlab.purification.carso.aggregation import check_aggregation
+
+            check_aggregation(p.self_aggregation)
         self._epochs_done = 0.0
 
     def set_progress(self, epochs_done: float) -> None:
@@ -158,12 +169,24 @@ class CARSOObjective(Objective):
         check_same_dataset(model)
         return None
 
+    def batch_attacks(self, model: nn.Module) -> list[Attack]:
+        """The attacks of one batch, in chunk order: on the classifier alone, then (``self_attacks``) end to end on
+        CARSO itself through its ``self_aggregation`` view (the inference path: attacks run it in eval mode)."""
+        from robustlab.purification.carso.evaluation import AggregationView
+        from robustlab.purification.carso.model import carso_of
+
+        net, _ = carso_of(model)
+        attacks = [build_attack(c, net.classifier) for c in self.attack_cfgs]
+        if self.params.self_attacks:
+            view = AggregationView(model, self.params.self_aggregation)
+            attacks += [build_attack(c, view) for c in self.params.self_attacks]
+        return attacks
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Metrics]:
         from robustlab.purification.carso.model import carso_of
 
         net, wrapper = carso_of(model)
-        attacks = [build_attack(c, net.classifier) for c in self.attack_cfgs]  # against the classifier alone
-        x_in, source = mix_batch(x, y, attacks, self.params.adv_fraction)
+        x_in, source = mix_batch(x, y, self.batch_attacks(model), self.params.adv_fraction)
         rec_logits, mu, logvar = net.reconstruct_logits(wrapper.normalize(x_in) if wrapper is not None else x_in)
         beta = self.beta
         loss, bce, kl = vae_loss(rec_logits, x, mu, logvar, beta, logits=True)
@@ -172,4 +195,5 @@ class CARSOObjective(Objective):
             loss = loss / n
         return loss, {"loss": float(loss.detach()), "bce_per_image": float(bce.detach()) / n,
                       "kl_per_image": float(kl.detach()) / n, "beta": beta,
-                      "adv_fraction": float((source > 0).float().mean())}
+                      "adv_fraction": float((source > 0).float().mean()),
+                      "self_fraction": float((source > len(self.attack_cfgs)).float().mean())}
