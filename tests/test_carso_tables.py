@@ -157,7 +157,9 @@ def test_the_carso_shuttle_preset_builds_an_fc_carso_over_the_shuttle_mlp() -> N
     assert p.train.data.dataset == "shuttle" and p.train.model.name == "carso" and kwargs["architecture"] == "fc"
     assert kwargs["classifier_kwargs"] == load_preset("tabular-shuttle-pgd-at", "quick").train.model.kwargs
     assert p.train.objective.name == "carso" and p.train.objective.attack.eps == 0.05
-    assert p.eval.autoattack.attacks == ["apgd-ce"] and all(a.eot_samples for a in p.eval.attacks)
+    assert p.eval.autoattack is None and "DLR loss needs at least 3 classes" in p.notes  # 2 classes: no rand AA
+    assert [a.name for a in p.eval.attacks] == ["apgd-ce", "apgd-ce", "pgd"] and all(a.eot_samples
+                                                                                  for a in p.eval.attacks)
     model = create_model(p.train.model.name, p.train.data.dataset, **kwargs).eval()
     assert carso_of(model)[0].layers == ["net.hidden.fc1", "net.hidden.fc2", "net.fc"]
     assert model(torch.rand(3, 9)).shape == (3, 2)
