@@ -150,6 +150,22 @@ def test_a_trainer_step_on_rows_and_the_checkpoint_round_trip(table_classifier: 
     assert torch.allclose(loaded(x), trainer.model.cpu()(x), atol=1e-6)
 
 
+def test_layers_auto_chooses_among_the_mlp_layers_on_rows(table_classifier: Path, tmp_path: Path) -> None:
+    """``layers: auto`` measures the classifier's Linear layers on N x d training rows and writes its choice down."""
+    cfg = tiny_config(
+        epochs=1, max_steps_per_epoch=1, batch_size=32,
+        data={"dataset": "shuttle", "val_size": 4000, "train_subset": 256},
+        model={"name": "carso", "kwargs": {"classifier": str(table_classifier), "layers": "auto", "auto_layers": 2,
+                                           "ensemble_size": 2, **SIZES}},
+        objective={"name": "carso", "attack": {"name": "pgd", "norm": "linf", "eps": 0.05, "steps": 2}},
+        validation={"n": 32, "attack": None},
+    )
+    trainer = Trainer(cfg, tmp_path / "auto", show_progress=False)
+    net, _ = carso_of(trainer.model)
+    assert len(net.layers) == 2 and set(net.layers) <= {"net.hidden.fc1", "net.fc"}
+    assert trainer.model.eval()(torch.rand(3, 9)).shape == (3, 2)
+
+
 # ------------------------------------------------------------------------------------------------ preset
 def test_the_carso_shuttle_preset_builds_an_fc_carso_over_the_shuttle_mlp() -> None:
     p = load_preset("carso-shuttle", "quick")
