@@ -1,5 +1,6 @@
 """CARSO's building blocks (spec §1.5): conv/FC/deconv blocks, per-layer compressors, the input pre-encoder,
-the joint encoder with its mu/log-variance neck, the reparameterised sampler and decoders per image size."""
+the joint encoder with its mu/log-variance neck, the reparameterised sampler and decoders per image size; and the
+fully connected pre-encoder and decoder that take their place for table rows (N x d) or any flattened input."""
 
 from __future__ import annotations
 
@@ -73,6 +74,19 @@ class InputPreEncoder(nn.Module):
         return self.body(x).flatten(1)
 
 
+class MLPPreEncoder(nn.Module):
+    """The input compressor for rows (or flattened images): FCBlock(F -> width) -> FCBlock(width -> width)."""
+
+    def __init__(self, in_features: int, width: int = 128) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), fc_block(in_features, width), fc_block(width, width))
+        self.out_features = int(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Code (N, width) of the (normalised) input."""
+        return self.body(x)
+
+
 class GaussianNeck(nn.Module):
     """Two linear heads, joint -> latent: mu and log sigma^2."""
 
@@ -127,4 +141,22 @@ class Decoder(nn.Module):
 
     def forward(self, zc: Tensor) -> Tensor:
         """Reconstructions (N, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.logits(zc))
+
+
+class MLPDecoder(nn.Module):
+    """[z ; c] -> Linear + LeakyReLU -> FCBlock -> Linear -> sigmoid: ``out_shape`` values in [0, 1] (rows: (d,))."""
+
+    def __init__(self, in_features: int, out_shape: tuple[int, ...], width: int = 128) -> None:
+        super().__init__()
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.body = nn.Sequential(nn.Linear(in_features, width), nn.LeakyReLU(0.2), fc_block(width, width),
+                                  nn.Linear(width, math.prod(self.out_shape)), nn.Unflatten(1, self.out_shape))
+
+    def logits(self, zc: Tensor) -> Tensor:
+        """Pre-sigmoid reconstructions (N, *out_shape): training takes its BCE from these."""
+        return self.body(zc)
+
+    def forward(self, zc: Tensor) -> Tensor:
+        """Reconstructions (N, *out_shape) in [0, 1]."""
         return torch.sigmoid(self.logits(zc))

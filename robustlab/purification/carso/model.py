@@ -5,11 +5,17 @@ Registered as ``carso`` so the Trainer, safetensors checkpoints and evaluation s
 registry net it sits inside ``Normalized`` and receives normalised input: the representation is read from the
 classifier's bare net on that input, the pre-encoder takes it as the released code's ``normalise(x)`` does, and the
 reconstructions (in [0, 1]) go through the whole classifier, normalisation included.
+
+``architecture`` picks the input pre-encoder and decoder: ``conv`` (the paper's strided convolutions and transposed
+convolutions, images only), ``fc`` (fully connected blocks over the flattened input; table rows of d features in
+[0, 1], or images of any size), ``auto`` (``fc`` for (d,) rows, ``conv`` for (C, H, W) images). The conditioning,
+Gaussian neck and aggregation are the same for both.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +33,8 @@ from robustlab.purification.carso.blocks import (
     GaussianNeck,
     InputPreEncoder,
     LayerCompressor,
+    MLPDecoder,
+    MLPPreEncoder,
     fc_block,
     reparameterise,
 )
@@ -34,6 +42,7 @@ from robustlab.purification.carso.representation import RepresentationExtractor
 from robustlab.purification.common import freeze_classifier
 
 Sampling = Literal["prior", "mean"]
+Architecture = Literal["auto", "conv", "fc"]
 #: ``layers`` value that asks the ``carso`` objective to choose the layers at training start.
 AUTO = "auto"
 
@@ -55,7 +64,7 @@ class CARSO(nn.Module):
         classifier: Normalized,
         layers: Sequence[str],
         *,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, ...],
         latent_dim: int = 128,
         cond_dim: int = 512,
         joint_dim: int = 128,
@@ -64,12 +73,14 @@ class CARSO(nn.Module):
         aggregation: str = "peel",
         sampling: Sampling = "prior",
         differentiable: bool = True,
+        architecture: Architecture = "auto",
+        fc_width: int = 128,
     ) -> None:
         super().__init__()
         if not isinstance(classifier, Normalized):
             raise ConfigError("CARSO needs a classifier built by create_model/load_trained_model (a Normalized model)")
         for name, v in (("latent_dim", latent_dim), ("cond_dim", cond_dim), ("joint_dim", joint_dim),
-                        ("compressor_depth", compressor_depth)):
+                        ("compressor_depth", compressor_depth), ("fc_width", fc_width)):
             if int(v) != v or v < 1:
                 raise ConfigError(f"CARSO {name} must be an integer >= 1, got {v!r}")
         if sampling not in ("prior", "mean"):
@@ -78,9 +89,11 @@ class CARSO(nn.Module):
         self.extractor = RepresentationExtractor(classifier, layers)
         self.layers = self.extractor.layers
         self.image_shape = tuple(int(s) for s in image_shape)
-        c, h, w = self.image_shape
+        if len(self.image_shape) not in (1, 3) or min(self.image_shape) < 1:
+            raise ConfigError(f"CARSO takes images (C, H, W) or table rows (d,); got input shape {image_shape!r}")
+        self.architecture = resolve_architecture(architecture, self.image_shape)
         with torch.no_grad():
-            probe = torch.zeros(2, c, h, w, device=next(classifier.buffers()).device)
+            probe = torch.zeros(2, *self.image_shape, device=next(classifier.buffers()).device)
             acts, logits = self.extractor.extract(classifier.normalize(probe), keep_graph=False, forward=classifier.net)
         self.num_classes = int(logits.shape[1])
         if self.num_classes < 2:
@@ -88,10 +101,19 @@ class CARSO(nn.Module):
         compressors = [LayerCompressor(tuple(a.shape[1:]), compressor_depth) for a in acts]
         self.compressors = nn.ModuleList(compressors)
         self.cond = fc_block(sum(m.out_features for m in compressors), cond_dim)
-        self.pre_encoder = InputPreEncoder(c, (h, w))
+        self.pre_encoder: InputPreEncoder | MLPPreEncoder
+        self.decoder: Decoder | MLPDecoder
+        if self.architecture == "conv":
+            c, h, w = self.image_shape
+            self.pre_encoder = InputPreEncoder(c, (h, w))
+        else:
+            self.pre_encoder = MLPPreEncoder(math.prod(self.image_shape), fc_width)
         self.joint = fc_block(self.pre_encoder.out_features + cond_dim, joint_dim)
         self.neck = GaussianNeck(joint_dim, latent_dim)
-        self.decoder = Decoder(latent_dim + cond_dim, c, (h, w))
+        if self.architecture == "conv":
+            self.decoder = Decoder(latent_dim + cond_dim, c, (h, w))
+        else:
+            self.decoder = MLPDecoder(latent_dim + cond_dim, self.image_shape, fc_width)
         self.latent_dim, self.cond_dim = int(latent_dim), int(cond_dim)
         self.ensemble_size = ensemble_size
         self.aggregation = check_aggregation(aggregation)
@@ -120,7 +142,10 @@ class CARSO(nn.Module):
 
     # ------------------------------------------------------------------------------------------- pieces
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+        if x.dim() != 1 + len(self.image_shape) or tuple(x.shape[1:]) != self.image_shape:
+            if len(self.image_shape) == 1:
+                raise InputError(f"CARSO was built for table rows of {self.image_shape[0]} features (N x d); got "
+                                 f"input of shape {tuple(x.shape)}")
             c, h, w = self.image_shape
             raise InputError(f"CARSO was built for {c}x{h}x{w} images (NCHW); got input of shape {tuple(x.shape)}")
 
@@ -144,7 +169,7 @@ class CARSO(nn.Module):
         return torch.sigmoid(rec_logits), mu, logvar
 
     def sample_reconstructions(self, x_norm: Tensor, ensemble_size: int | None = None) -> Tensor:
-        """(B, E, C, H, W) reconstructions from the prior (z = 0 for every sample when ``sampling="mean"``)."""
+        """(B, E, *input shape) reconstructions from the prior (z = 0 for every sample when ``sampling="mean"``)."""
         e = self.ensemble_size if ensemble_size is None else ensemble_size
         if isinstance(e, bool) or int(e) != e or e < 1:
             raise InputError(f"ensemble size must be an integer >= 1, got {e!r}")
@@ -165,6 +190,20 @@ class CARSO(nn.Module):
     def forward(self, x_norm: Tensor, aggregation: str | None = None) -> Tensor:
         """Aggregated logits (B, classes) for normalised input."""
         return aggregate(self.sample_logits(x_norm), aggregation or self.aggregation)
+
+
+def resolve_architecture(architecture: str, shape: tuple[int, ...]) -> Literal["conv", "fc"]:
+    """``conv`` or ``fc`` for input ``shape``: ``auto`` is ``fc`` for rows (d,), ``conv`` for images (C, H, W)."""
+    if architecture == "auto":
+        return "fc" if len(shape) == 1 else "conv"
+    if architecture == "fc":
+        return "fc"
+    if architecture == "conv":
+        if len(shape) != 3:
+            raise ConfigError(f"CARSO architecture conv needs images (C, H, W), but its input is table rows of "
+                              f"{shape[0]} features; use architecture: fc (or auto) for rows")
+        return "conv"
+    raise ConfigError(f"CARSO architecture must be auto, conv or fc, got {architecture!r}")
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -234,6 +273,8 @@ def carso(
     differentiable: bool = True,
     auto_layers: int = 4,
     layers_auto: dict[str, Any] | None = None,
+    architecture: Architecture = "auto",
+    fc_width: int = 128,
 ) -> CARSO:
     """CARSO over a frozen classifier tapped at ``layers`` (names as on the classifier, e.g. ``net.features.conv2``;
     a list or one comma-separated string). The classifier is ``classifier``: a trained run folder / checkpoint, or
@@ -242,7 +283,9 @@ def carso(
     the architecture also rebuilds a trained CARSO whose classifier run folder is gone (its checkpoint has the
     classifier's weights). ``layers="auto"`` is resolved by the ``carso`` objective at training start
     (:mod:`robustlab.purification.carso.layer_choice`, ``auto_layers`` layers); ``layers_auto`` is its record of
-    what it measured, kept in the config and checkpoint, not used to build. Defaults: the final code's CIFAR sizes."""
+    what it measured, kept in the config and checkpoint, not used to build. ``architecture``: ``conv``, ``fc`` (hidden
+width ``fc_width``) or ``auto`` (fc for a table classifier's rows, conv for images). Defaults: the final code's CIFAR
+sizes."""
     if isinstance(layers, str):
         if layers.strip() == AUTO:
             raise ConfigError("CARSO layers: auto is chosen at training start by the carso objective, on training "
@@ -254,17 +297,21 @@ def carso(
                                                 classifier_kwargs=classifier_kwargs, which=which)
     model.eval().requires_grad_(False)  # ours to freeze: no warning
     hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    shape = (in_channels, int(hw[0]), int(hw[1]))
+    shape: tuple[int, ...] = (in_channels, int(hw[0]), int(hw[1]))
     from robustlab.models.registry import resolve_dataset
 
     info = resolve_dataset(dataset)
-    if tuple(info.shape) != shape or int(info.num_classes) != num_classes:
+    theirs = tuple(int(s) for s in info.shape)
+    if len(theirs) == 1 and shape == (1, 1, theirs[0]):  # create_model hands table rows (d,) over as 1 x 1 x d
+        shape = theirs
+    if theirs != shape or int(info.num_classes) != num_classes:
+        what = f"rows of {shape[0]} features" if len(shape) == 1 else f"{shape} images"
         raise ConfigError(f"the CARSO classifier was trained on {dataset} ({info.shape}, {info.num_classes} classes), "
-                          f"but CARSO is built for {shape} images with {num_classes} classes: use a classifier of the "
+                          f"but CARSO is built for {what} with {num_classes} classes: use a classifier of the "
                           "same dataset")
     net = CARSO(model, layers, image_shape=shape, latent_dim=latent_dim, cond_dim=cond_dim, joint_dim=joint_dim,
                 compressor_depth=compressor_depth, ensemble_size=ensemble_size, aggregation=aggregation,
-                sampling=sampling, differentiable=differentiable)
+                sampling=sampling, differentiable=differentiable, architecture=architecture, fc_width=fc_width)
     net.classifier_source = source
     net.classifier_dataset = dataset
     return net
@@ -297,6 +344,7 @@ def check_same_dataset(model: nn.Module) -> None:
 def describe(model: nn.Module) -> str:
     """One line: tapped layers, sizes and inference settings (for logs and reports)."""
     net, _ = carso_of(model)
-    return json.dumps({"layers": net.layers, "latent": net.latent_dim, "cond": net.cond_dim,
+    return json.dumps({"layers": net.layers, "architecture": net.architecture, "latent": net.latent_dim,
+                       "cond": net.cond_dim,
                        "ensemble_size": net.ensemble_size, "aggregation": net.aggregation, "sampling": net.sampling})
 
