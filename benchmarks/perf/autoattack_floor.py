@@ -6,7 +6,8 @@ through its output; those same passes are then replayed bare on the same points 
 implementation making those passes can beat. pyautoattack 0.2.0 runs on the same model, points and wrapper (its own
 pass counts are reported too). Ours, the floor and the reference are interleaved within each repeat and medians are
 taken, so load hits all alike. An attack's time runs from its first pass to the next attack's (its final evaluation
-included, for both implementations).
+included, for both implementations); ``setup`` is what comes before the first attack (the clean pass and the checks
+on the defence).
 
 Two modes: ``chain`` is AutoAttack standard as it runs (each attack on the points all earlier ones left robust; on a
 non-robust model the later attacks get no points), ``alone`` runs each of its attacks by itself on every clean-correct
@@ -180,21 +181,22 @@ def trained_tiny_cnn(steps: int) -> nn.Module:
 def bench(model: nn.Module, x: Tensor, y: Tensor, eps: float, attacks: list[str], repeats: int) -> dict[str, Any]:
     """Interleaved ours / floor / reference, ``repeats`` times; per attack the median seconds and the ratios."""
     counter = CountingModel(model)
-    times: dict[str, dict[str, list[float]]] = {a: {"ours": [], "floor": [], "reference": []} for a in attacks}
+    phases = ["setup", *attacks]  # setup: the clean pass and the checks on the defence before the attacks
+    times: dict[str, dict[str, list[float]]] = {a: {"ours": [], "floor": [], "reference": []} for a in phases}
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
     for _ in range(repeats):
         ours = run_ours(counter, x, y, eps, attacks)
-        for a in attacks:
+        for a in phases:
             times[a]["floor"].append(replay(model, ours["calls"].get(a, []), x, y))
         ref = run_reference(counter, x, y, eps, attacks)
-        for a in attacks:
+        for a in phases:
             times[a]["ours"].append(ours["seconds"].get(a, 0.0))
             times[a]["reference"].append(ref["seconds"].get(a, 0.0))
     out: dict[str, Any] = {"robust_accuracy": {"ours": float(ours["robust"].float().mean()),
                                                "reference": float(ref["robust"].float().mean())},
                            "same_flags": bool((ours["robust"] == ref["robust"]).all()), "attacks": {}}
-    for a in attacks:
+    for a in phases:
         med = {k: statistics.median(v) for k, v in times[a].items()}
         calls = ours["calls"].get(a, [])
         points = max((n for n, _ in calls), default=0)  # the batch; its first pass is a 1-point probe
@@ -247,13 +249,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         xc, yc = x[correct], y[correct]
         report["modes"]["alone"] = {a: bench(model, xc, yc, args.eps, [a], args.repeats) for a in STANDARD}
     report["load_after"] = os.getloadavg()
-    print(f"{'mode':<7}{'attack':<9}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
+    print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
           f"{'ours/ref':>9}")
     for mode, res in report["modes"].items():
-        rows = res["attacks"].items() if mode == "chain" else [(a, r["attacks"][a]) for a, r in res.items()]
+        rows = (list(res["attacks"].items()) if mode == "chain" else
+                [(f"{a}/{p}" if p == "setup" else a, r["attacks"][p]) for a, r in res.items() for p in r["attacks"]])
         for a, r in rows:
             m = r["median_s"]
-            print(f"{mode:<7}{a:<9}{r['points']:>7}{m['ours']:>9.3f}{m['floor']:>9.3f}{_fmt(r['ours_over_floor']):>11}"
+            print(f"{mode:<7}{a:<15}{r['points']:>7}{m['ours']:>9.3f}{m['floor']:>9.3f}{_fmt(r['ours_over_floor']):>11}"
                   f"{_fmt(r['reference_over_floor']):>10}{_fmt(r['ours_over_reference']):>9}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
