@@ -4,6 +4,7 @@ norm (RGB images, so L2's per-channel mass move is exercised), robust accuracy, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -158,7 +159,7 @@ def test_l1_box_projection_keeps_float64() -> None:
 class _WholeImageSquare(Square):
     """Square with the reference's L-inf step: the change added to the whole image, which is then projected."""
 
-    def _step_linf(self, x: Tensor, x_best: Tensor, p: float, draws) -> Tensor:  # type: ignore[no-untyped-def]
+    def _step_linf(self, x: Tensor, x_best: Tensor, p: float, draws: Any) -> Tensor:
         _, c, h, w = x.shape
         eps = self.threat.eps
         s = min(max(int(round((p * (h * w)) ** 0.5)), 1), h, w)
