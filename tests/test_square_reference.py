@@ -4,6 +4,7 @@ norm (RGB images, so L2's per-channel mass move is exercised), robust accuracy, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -153,3 +154,32 @@ def test_l1_box_projection_keeps_float64() -> None:
     assert r.dtype == torch.float64
     assert bool(((delta + r).flatten(1).abs().sum(1) <= 1.0 + 1e-9).all())
     assert float((x + delta + r).min()) >= -1e-12 and float((x + delta + r).max()) <= 1 + 1e-12
+
+
+class _WholeImageSquare(Square):
+    """Square with the reference's L-inf step: the change added to the whole image, which is then projected."""
+
+    def _step_linf(self, x: Tensor, x_best: Tensor, p: float, draws: Any) -> Tensor:
+        _, c, h, w = x.shape
+        eps = self.threat.eps
+        s = min(max(int(round((p * (h * w)) ** 0.5)), 1), h, w)
+        vh, vw = draws.corner(h - s), draws.corner(w - s)
+        change = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
+        change[:, vh : vh + s, vw : vw + s] = 2.0 * eps * draws.signs(c, 1, 1)
+        return torch.clamp(torch.min(torch.max(x_best + change, x - eps), x + eps), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("eps", [0.03, 0.3, 0.6])
+def test_linf_window_step_is_the_whole_image_step_bit_for_bit(eps: float) -> None:
+    """Moving and projecting only the window gives the whole-image step's floats exactly (images with many exact
+    0s and 1s, so the box clips, and a budget long enough for the window to shrink)."""
+    model = conv_model(0)
+    x = torch.rand(16, *SHAPE, generator=torch.Generator().manual_seed(3))
+    x = torch.where(x < 0.3, torch.zeros_like(x), torch.where(x > 0.8, torch.ones_like(x), x))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    threat = ThreatModel("linf", eps)
+    ours = Square(model, threat, queries=60, seed=0, resc_schedule=True)(x, y)
+    whole = _WholeImageSquare(model, threat, queries=60, seed=0, resc_schedule=True)(x, y)
+    assert not torch.equal(ours, x)
+    assert torch.equal(ours, whole)

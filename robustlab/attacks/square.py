@@ -204,9 +204,10 @@ class Square(Attack):
             x_c, xb_c = x[idx], x_best[idx]
             x_new = step(x_c, xb_c, self._p(it), draws)
             margin_new, loss_new = self._margin_and_loss(x_new, label[idx], targeted)
-            lower = loss_new < loss[idx]
+            loss_c = loss[idx]
+            lower = loss_new < loss_c
             improved = lower | (margin_new <= 0)
-            loss.index_copy_(0, idx, torch.where(lower, loss_new, loss[idx]))
+            loss.index_copy_(0, idx, torch.where(lower, loss_new, loss_c))
             margin.index_copy_(0, idx, torch.where(improved, margin_new, margin[idx]))
             x_best.index_copy_(0, idx, torch.where(_sample_view(improved), x_new, xb_c))
         return x_best, margin
@@ -219,15 +220,20 @@ class Square(Attack):
         return torch.clamp(x + self.threat.eps * draws.signs(n, c, 1, w), 0.0, 1.0)
 
     def _step_linf(self, x: Tensor, x_best: Tensor, p: float, draws: _Draws) -> Tensor:
-        """Set one square window (position and per-channel sign shared by the batch) to a vertex of the ball."""
+        """Set one square window (position and per-channel sign shared by the batch) to a vertex of the ball.
+
+        Only the window is moved and projected: elsewhere ``x_best`` already lies in the ball and the box (it never
+        holds -0.0), where the reference's whole-image projection is the identity, so the floats are its floats."""
         _, c, h, w = x.shape
         eps = self.threat.eps
         s = min(max(int(round(math.sqrt(p * (h * w)))), 1), h, w)
         vh, vw = draws.corner(h - s), draws.corner(w - s)
-        change = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
-        change[:, vh : vh + s, vw : vw + s] = 2.0 * eps * draws.signs(c, 1, 1)
-        x_new = torch.min(torch.max(x_best + change, x - eps), x + eps)
-        return torch.clamp(x_new, 0.0, 1.0)
+        win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+        x_win = x[win]
+        moved = x_best[win] + 2.0 * eps * draws.signs(c, 1, 1)
+        x_new = x_best.clone()
+        x_new[win] = torch.clamp(torch.min(torch.max(moved, x_win - eps), x_win + eps), 0.0, 1.0)
+        return x_new
 
     # ----------------------------------------------------------------------------------------- L2 and L1
 
