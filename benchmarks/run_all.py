@@ -34,7 +34,6 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "cw_minnorm": ("checks/cw_minnorm.py", []),
     "udr_soft_ball_stats": ("checks/udr_soft_ball_stats.py", []),
     "l1_vs_reference": ("checks/l1_vs_reference.py", []),
-    "bb_vs_foolbox": ("checks/bb_vs_foolbox.py", []),
     "autoattack_floor": ("perf/autoattack_floor.py", []),
 }
 # need a trained run folder as their first argument
