@@ -25,13 +25,14 @@ from robustlab.runs.loading import load_trained_model
 from robustlab.utils.device import model_device
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "autoattack_vs_reference.json"
+REFERENCE_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # the reference's names (L1 was run as L2 before)
 
 
 def reference_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
     """pyautoattack's robust accuracy and seconds on (x, y)."""
     from pyautoattack import AutoAttack as Reference
 
-    ref = Reference(model, device=str(x.device), eps=args.eps, norm="Linf" if args.norm == "linf" else "L2", seed=0,
+    ref = Reference(model, device=str(x.device), eps=args.eps, norm=REFERENCE_NORMS[args.norm], seed=0,
                     version=args.version)
     ref.verbose = False
     start = time.perf_counter()
