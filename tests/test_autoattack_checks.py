@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -116,10 +117,14 @@ def test_plain_model_passes_every_check() -> None:
     (Counter(), "state_changing_forward", "calls"),
     (Rounding(), "zero_dlr_gradients", "zero DLR gradient"),
 ])
-def test_each_check_fires_on_a_model_built_to_trip_it(model: nn.Module, flag: str, words: str) -> None:
-    res = run(model, ["apgd-dlr"])
+def test_each_check_fires_on_a_model_built_to_trip_it(model: nn.Module, flag: str, words: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="robustlab"):
+        res = run(model, ["apgd-dlr"])
     assert fired(res) == {flag}, res.checks
     assert any(words in w for w in res.checks["warnings"]), res.checks["warnings"]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoAttack check: ")]
+    assert logged == [f"AutoAttack check: {w}" for w in res.checks["warnings"]]  # a direct user is told
 
 
 def test_state_check_leaves_the_model_as_it_found_it() -> None:
@@ -185,7 +190,7 @@ def test_square_check_reference_threshold_and_points() -> None:
     assert not square_check(clean, {"square": white})["square_beats_white_box"]  # Square alone: nothing to beat
 
 
-def test_checks_reach_the_evaluation_sanity_section() -> None:
+def test_checks_reach_the_evaluation_sanity_section(caplog: pytest.LogCaptureFixture) -> None:
     from robustlab.core.config import parse_config
     from robustlab.data import ImageData, dataset_info
     from robustlab.evaluation.config import EvalConfig
@@ -210,8 +215,10 @@ def test_checks_reach_the_evaluation_sanity_section() -> None:
     cfg = parse_config({"grad_check_n": 0, "autoattack": {"version": "custom", "eps": 0.01, "attacks": ["apgd-ce"],
                                                           "attack_kwargs": {"apgd-ce": {"steps": 2, "restarts": 1}}}},
                        EvalConfig)
-    result = run_protocol(model, data, cfg)
+    with caplog.at_level(logging.WARNING, logger="robustlab"):
+        result = run_protocol(model, data, cfg)
     assert result.sanity["autoattack_checks"]["probability_outputs"]
+    assert not [r for r in caplog.records if "probability" in r.getMessage()]  # said once, in the result's warnings
     assert any(w.startswith("AutoAttack: ") and "probability" in w for w in result.sanity["warnings"])
 
     from rich.console import Console

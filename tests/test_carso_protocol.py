@@ -3,6 +3,7 @@ reported apart from the end-to-end protocol and never taken as the model's worst
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,22 @@ def test_protocol_reports_it_apart_and_the_worst_case_ignores_it() -> None:
         parse_config({"classifier_only": FAST_STANDARD}, EvalConfig)
     with pytest.raises(ConfigError, match="CARSO"):
         run_protocol(create_model("mlp", "mnist", hidden=[8]), data, cfg)
+
+
+def test_classifier_only_autoattack_keeps_a_state_file_and_resumes(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    m = _carso(sampling="mean")
+    x, y = _points(6)
+    data = ImageData((x * 255).to(torch.uint8), y, dataset_info("mnist"), "test", "synthetic")
+    pgd = {"name": "pgd", "norm": "linf", "eps": 0.3, "steps": 1, "random_start": False}
+    cfg = parse_config({"attacks": [pgd], "grad_check_n": 0, "classifier_only": FAST_STANDARD}, EvalConfig)
+    first = run_protocol(m, data, cfg, state_dir=tmp_path)
+    states = sorted(p.name for p in tmp_path.iterdir())
+    assert states == ["classifier-only-autoattack-standard-linf-0.3-n6-seed0.state.safetensors"]
+    with caplog.at_level(logging.INFO, logger="robustlab"):
+        second = run_protocol(m, data, cfg, state_dir=tmp_path)
+    assert any("resuming the classifier-only AutoAttack" in r.getMessage() for r in caplog.records)
+    assert second.classifier_only["accuracy"] == first.classifier_only["accuracy"]
 
 
 def test_leaderboard_never_ranks_or_pairs_the_classifier_only_number(tmp_path: Path) -> None:

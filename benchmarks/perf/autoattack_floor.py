@@ -13,8 +13,8 @@ Two modes: ``chain`` is AutoAttack standard as it runs (each attack on the point
 non-robust model the later attacks get no points), ``alone`` runs each of its attacks by itself on every clean-correct
 point, with the standard settings and seeds, so each attack's overhead is measured on a full batch.
 
-    .venv/bin/python benchmarks/perf/autoattack_floor.py [--run RUN] [--n 100] [--eps 0.3] [--modes chain alone]
-        [--repeats 1] [--train-steps 300] [--out benchmarks/results/autoattack_floor.json]
+    .venv/bin/python benchmarks/perf/autoattack_floor.py [--run RUN] [--n 100] [--eps 0.3] [--norm linf]
+        [--modes chain alone] [--repeats 1] [--train-steps 300] [--out benchmarks/results/autoattack_floor.json]
 
 Without ``--run`` the model is a small CNN trained for a few seconds (``--train-steps`` Adam steps, seed 0) on the
 MNIST training split; with ``--run`` it is the trained run's model (``load_trained_model``) and its test split.
@@ -45,6 +45,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "autoattack_floo
 STANDARD = ["apgd-ce", "apgd-t", "fab-t", "square"]
 # pyautoattack's attack object behind each attack of ``standard``
 REF_ATTRIBUTE = {"apgd-ce": "apgd", "apgd-t": "apgd_targeted", "fab-t": "fab", "square": "square"}
+REFERENCE_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # the reference's names of the norms
 
 
 class CountingModel(nn.Module):
@@ -114,9 +115,8 @@ class _PhasedAutoAttack(AutoAttack):
         super()._run_attack(state, a_index, name, *args)
 
 
-def run_ours(counter: CountingModel, x: Tensor, y: Tensor, eps: float, attacks: list[str]) -> dict[str, Any]:
+def run_ours(counter: CountingModel, x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[str]) -> dict[str, Any]:
     """Our AutoAttack standard (all attacks) or one of its attacks alone (its standard settings), timed per attack."""
-    threat = ThreatModel("linf", eps)
     if attacks == STANDARD:
         aa = _PhasedAutoAttack(counter, threat, version="standard", seed=0, batch_size=len(x))
     else:
@@ -130,11 +130,13 @@ def run_ours(counter: CountingModel, x: Tensor, y: Tensor, eps: float, attacks: 
     return {"robust": result.robust_mask, "seconds": seconds, "calls": counter.calls}
 
 
-def run_reference(counter: CountingModel, x: Tensor, y: Tensor, eps: float, attacks: list[str]) -> dict[str, Any]:
+def run_reference(counter: CountingModel, x: Tensor, y: Tensor, threat: ThreatModel,
+                  attacks: list[str]) -> dict[str, Any]:
     """pyautoattack standard (restricted to ``attacks``) on the same wrapper, timed per attack the same way."""
     from pyautoattack import AutoAttack as Reference
 
-    ref = Reference(counter, device=str(x.device), eps=eps, norm="Linf", seed=0, version="standard")
+    ref = Reference(counter, device=str(x.device), eps=threat.eps, norm=REFERENCE_NORMS[threat.norm], seed=0,
+                    version="standard")
     ref.verbose = False
     ref.attacks_to_run = list(attacks)
     for name in attacks:
@@ -178,7 +180,8 @@ def trained_tiny_cnn(steps: int) -> nn.Module:
     return model.eval()
 
 
-def bench(model: nn.Module, x: Tensor, y: Tensor, eps: float, attacks: list[str], repeats: int) -> dict[str, Any]:
+def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[str],
+          repeats: int) -> dict[str, Any]:
     """Interleaved ours / floor / reference, ``repeats`` times; per attack the median seconds and the ratios."""
     counter = CountingModel(model)
     phases = ["setup", *attacks]  # setup: the clean pass and the checks on the defence before the attacks
@@ -186,10 +189,10 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, eps: float, attacks: list[str]
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
     for _ in range(repeats):
-        ours = run_ours(counter, x, y, eps, attacks)
+        ours = run_ours(counter, x, y, threat, attacks)
         for a in phases:
             times[a]["floor"].append(replay(model, ours["calls"].get(a, []), x, y))
-        ref = run_reference(counter, x, y, eps, attacks)
+        ref = run_reference(counter, x, y, threat, attacks)
         for a in phases:
             times[a]["ours"].append(ours["seconds"].get(a, 0.0))
             times[a]["reference"].append(ref["seconds"].get(a, 0.0))
@@ -217,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--run", type=Path, help="a trained run folder (default: a small CNN trained here)")
     parser.add_argument("--which", default="best", help="checkpoint of --run")
     parser.add_argument("--n", type=int, default=100, help="test points")
-    parser.add_argument("--eps", type=float, default=0.3, help="L-inf radius")
+    parser.add_argument("--eps", type=float, default=0.3, help="radius in --norm")
+    parser.add_argument("--norm", choices=tuple(REFERENCE_NORMS), default="linf",
+                        help="threat norm; both run AutoAttack standard's settings for it")
     parser.add_argument("--modes", nargs="+", choices=("chain", "alone"), default=["chain", "alone"])
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median taken)")
     parser.add_argument("--train-steps", type=int, default=300, help="Adam steps of the default model")
@@ -233,21 +238,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         model, dataset, label = trained_tiny_cnn(args.train_steps).to(args.device), "mnist", "tiny-cnn"
     device = next(model.parameters()).device
+    threat = ThreatModel(args.norm, args.eps)
     test = load_dataset(dataset, "test")
     x, y = test.float_images(range(args.n)).to(device), test.labels[: args.n].to(device)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     report: dict[str, Any] = {
         "benchmark": "autoattack_floor", "model": label, "dataset": dataset, "n": args.n, "eps": args.eps,
-        "norm": "linf", "repeats": args.repeats, "device": str(device), "threads": torch.get_num_threads(),
+        "norm": args.norm, "repeats": args.repeats, "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "load_before": os.getloadavg(), "clean_accuracy": float(correct.float().mean()), "modes": {},
     }
     if "chain" in args.modes:
-        report["modes"]["chain"] = bench(model, x, y, args.eps, STANDARD, args.repeats)
+        report["modes"]["chain"] = bench(model, x, y, threat, STANDARD, args.repeats)
     if "alone" in args.modes:
         xc, yc = x[correct], y[correct]
-        report["modes"]["alone"] = {a: bench(model, xc, yc, args.eps, [a], args.repeats) for a in STANDARD}
+        report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in STANDARD}
     report["load_after"] = os.getloadavg()
     print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
           f"{'ours/ref':>9}")

@@ -187,6 +187,7 @@ class AutoAttack:
 
     ``attacks`` names registered attacks and requires ``version="custom"``; ``attack_kwargs`` maps an attack name to
     extra constructor settings (e.g. fewer steps for a smoke test) and is part of the protocol fingerprint.
+    ``log_checks=False`` keeps the checks' warnings out of the log, for a caller that reports ``result.checks`` itself.
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class AutoAttack:
         state_file: str | Path | None = None,
         batch_size: int = 500,
         show_progress: bool = False,
+        log_checks: bool = True,
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise InputError(f"threat must be a ThreatModel, got {type(threat).__name__}")
@@ -230,6 +232,7 @@ class AutoAttack:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.model, self.threat, self.version = model, threat, version
         self.seed, self.batch_size, self.show_progress = int(seed), int(batch_size), bool(show_progress)
+        self.log_checks = bool(log_checks)
         self.state_file = Path(state_file) if state_file is not None else None
 
     @property
@@ -300,7 +303,7 @@ class AutoAttack:
             self._run_attack(state, a_index, name, attack, x, y, info)
         checks.update(square_check(state.clean, state.flags))
         checks["warnings"] = warnings_for(checks)
-        if info.is_main:
+        if info.is_main and self.log_checks:
             for message in checks["warnings"]:
                 logger.warning("AutoAttack check: %s", message)
         return AutoAttackResult(

@@ -9,7 +9,9 @@ ranking and the published counterpart of the worst case never read it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,9 @@ from robustlab.core.threat import ThreatModel
 from robustlab.evaluation.config import AutoAttackConfig, EvalConfig
 from robustlab.evaluation.labels import CLASSIFIER_ONLY
 from robustlab.purification.carso.model import carso_of
+from robustlab.utils import distributed
+
+logger = logging.getLogger(__name__)
 
 #: What a classifier-only number measures, written beside it in results, reports and the leaderboard.
 MEASURES = ("AutoAttack crafted on CARSO's classifier alone, its points judged on CARSO with fresh randomness "
@@ -72,16 +77,20 @@ def judge_seed(seed: int) -> int:
 
 def run_classifier_only(
     model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, aa: AutoAttackConfig, *, seed: int = 0,
-    batch_size: int = 500, show_progress: bool = False,
+    batch_size: int = 500, show_progress: bool = False, state_file: Path | None = None,
 ) -> ClassifierOnlyOutcome:
     """AutoAttack ``aa`` on the classifier inside CARSO ``model`` (seed ``seed``) on the first ``aa.n`` points, then
     one fresh stochastic CARSO pass (seed :func:`judge_seed`) on its adversarial points. ``clean`` are CARSO's clean
     flags: a point CARSO gets wrong clean is not robust, as everywhere in an evaluation (ConfigError for a model
-    that is not CARSO)."""
+    that is not CARSO). With ``state_file`` the AutoAttack resumes from it, as the end-to-end one does."""
     net, _ = carso_of(model)
     k = len(x) if aa.n is None else min(aa.n, len(x))
     runner = AutoAttack(net.classifier, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
-                        attack_kwargs=aa.attack_kwargs, seed=seed, batch_size=batch_size, show_progress=show_progress)
+                        attack_kwargs=aa.attack_kwargs, seed=seed, batch_size=batch_size, show_progress=show_progress,
+                        state_file=state_file)
+    own_state = runner.state_path(distributed.current())
+    if own_state is not None and own_state.exists():
+        logger.info("resuming the classifier-only AutoAttack from its state file %s", own_state)
     result = runner.run(x[:k], y[:k])
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), attack_mode(model), torch.no_grad():
@@ -92,10 +101,17 @@ def run_classifier_only(
 
 
 def classifier_only_summary(model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, cfg: EvalConfig,
-                            show_progress: bool = False) -> dict[str, Any]:
-    """:func:`run_classifier_only` under ``cfg.classifier_only`` and ``cfg.seed``, summarised (empty when unset)."""
-    if cfg.classifier_only is None:
+                            show_progress: bool = False, state_dir: Path | None = None) -> dict[str, Any]:
+    """:func:`run_classifier_only` under ``cfg.classifier_only`` and ``cfg.seed``, summarised (empty when unset);
+    with ``state_dir`` its AutoAttack keeps a state file there and an interrupted run resumes."""
+    aa = cfg.classifier_only
+    if aa is None:
         return {}
-    outcome = run_classifier_only(model, x, y, clean, cfg.classifier_only, seed=cfg.seed,
-                                  batch_size=cfg.batch_size, show_progress=show_progress)
+    state_file = None
+    if state_dir is not None:
+        k = len(x) if aa.n is None else min(aa.n, len(x))
+        key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
+        state_file = Path(state_dir) / f"{PREFIX}-autoattack-{key}.state.safetensors"
+    outcome = run_classifier_only(model, x, y, clean, aa, seed=cfg.seed, batch_size=cfg.batch_size,
+                                  show_progress=show_progress, state_file=state_file)
     return outcome.summary(cfg.classifier_only, cfg.seed)

@@ -58,7 +58,8 @@ def run_protocol(
         aa_flags, aa_timings, aa_checks = _run_autoattack(model, x, y, clean, cfg, show_progress, state_dir)
         flags.update(aa_flags)
         timings.update(aa_timings)
-    classifier_only = classifier_only_summary(model, x, y, clean, cfg, show_progress)  # apart: never in worst case
+    # apart from the worst case:
+    classifier_only = classifier_only_summary(model, x, y, clean, cfg, show_progress, state_dir)
     large_eps_accuracy = None
     if cfg.large_eps is not None:
         first_attack = first_attack_config(cfg)
@@ -129,7 +130,8 @@ def _run_autoattack(
         state_file = Path(state_dir) / f"autoattack-{key}.state.safetensors"
     runner = AutoAttack(model, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
                         attack_kwargs=aa.attack_kwargs, seed=cfg.seed, state_file=state_file,
-                        batch_size=cfg.batch_size, show_progress=show_progress)
+                        batch_size=cfg.batch_size, show_progress=show_progress,
+                        log_checks=False)  # its warnings join the evaluation's, printed once
     own_state = runner.state_path(distributed.current())  # one file per rank under torchrun
     if own_state is not None and own_state.exists():
         logger.info("resuming AutoAttack from its state file %s (attacks and batches done are not re-run)", own_state)
