@@ -114,4 +114,4 @@ def classifier_only_summary(model: nn.Module, x: Tensor, y: Tensor, clean: Tenso
         state_file = Path(state_dir) / f"{PREFIX}-autoattack-{key}.state.safetensors"
     outcome = run_classifier_only(model, x, y, clean, aa, seed=cfg.seed, batch_size=cfg.batch_size,
                                   show_progress=show_progress, state_file=state_file)
-    return outcome.summary(cfg.classifier_only, cfg.seed)
+    return outcome.summary(aa, cfg.seed)
