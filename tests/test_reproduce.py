@@ -21,6 +21,7 @@ from robustlab.evaluation.config import EvalConfig
 from robustlab.evaluation.protocol import run_protocol
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import robust_flags
+from robustlab.training.config import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SWEEP = [0.07, 0.13, 0.21, 0.29]  # x 510 is never an integer: no margin |k/255 - 0.5| equals an eps (no ties)
@@ -287,6 +288,29 @@ def test_published_caveat_names_what_overrides_changed() -> None:
     caveat = published_caveat(base, ascl)
     assert caveat is not None and "objective" in caveat and "'pgd-at' -> 'ascl'" in caveat
     assert "model" in published_caveat(base, tiny_config(model={"name": "mlp", "kwargs": {"hidden": [8]}}))
+
+
+def test_a_classifier_run_given_to_carso_is_not_a_changed_model(tmp_path: Path) -> None:
+    """CARSO presets name only the classifier's architecture; the run passed with --set fills it in. That changes
+    the model only if the run's architecture is another one."""
+    import yaml
+
+    from robustlab.app.reproduce import published_caveat
+    from robustlab.presets import load_preset
+
+    preset = load_preset("carso-mnist", "quick").train
+
+    def with_classifier(model: str) -> TrainConfig:
+        folder = tmp_path / model
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"name": model, "kwargs": {}},
+                                                            "data": {"dataset": "mnist"}}))
+        kwargs = {**preset.model.kwargs, "classifier": str(folder), "which": "last"}
+        return preset.model_copy(update={"model": preset.model.model_copy(update={"kwargs": kwargs})})
+
+    assert published_caveat(preset, with_classifier("cw-cnn")) is None
+    caveat = published_caveat(preset, with_classifier("small-cnn"))
+    assert caveat is not None and "model" in caveat
 
 
 def test_a_run_at_another_budget_is_flagged_beside_the_published_numbers() -> None:

@@ -28,6 +28,7 @@ from robustlab.evaluation.named import first_attack_config, protocol_entries
 from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.sweep import eps_key
 from robustlab.io.atomic import atomic_write_json, atomic_write_text, read_jsonl
+from robustlab.runs.folder import is_run_folder, run_config, run_folder_of
 from robustlab.training.config import TrainConfig
 from robustlab.training.objectives import get_objective_class
 
@@ -343,12 +344,44 @@ def _cell(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+#: Model settings that name a trained run supplying weights (CARSO's classifier), with the settings that name the
+#: architecture the preset expects there: the run stands for its architecture, since presets name only that.
+TRAINED_INPUTS = {"classifier": ("classifier_model", "classifier_dataset", "classifier_kwargs")}
+
+
+def _described_model(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model settings as the method they describe: a trained run given as an input (CARSO's ``classifier``) is
+    replaced by its recorded architecture (model, dataset, settings), and the checkpoint choice is dropped."""
+    out = {k: v for k, v in kwargs.items() if k != "which"}
+    for key, (name_key, dataset_key, kwargs_key) in TRAINED_INPUTS.items():
+        source = out.get(key)
+        if not isinstance(source, str):
+            continue
+        folder = run_folder_of(source)
+        if not is_run_folder(folder):
+            continue
+        recorded = run_config(folder)
+        model = recorded.get("model") or {}
+        del out[key]
+        out[name_key] = model.get("name")
+        out[dataset_key] = (recorded.get("data") or {}).get("dataset")
+        out[kwargs_key] = model.get("kwargs") or {}
+    for _, _, kwargs_key in TRAINED_INPUTS.values():
+        if not out.get(kwargs_key):
+            out.pop(kwargs_key, None)  # unset and empty describe the same architecture
+    return out
+
+
 def published_caveat(preset_train: TrainConfig, run_train: TrainConfig) -> str | None:
     """A warning when overrides changed what the published row describes (dataset, model, objective or its
-    parameters): the measured numbers are then not that row's reproduction. None when they describe the same."""
+    parameters): the measured numbers are then not that row's reproduction. None when they describe the same; a
+    trained classifier run given to a preset that names only its architecture changes nothing if the architecture
+    matches."""
+    preset_model = (preset_train.model.name, _described_model(preset_train.model.kwargs))
+    run_model = (run_train.model.name, _described_model(run_train.model.kwargs))
     changed = [label for label, a, b in (
         ("dataset", preset_train.data.dataset, run_train.data.dataset),
-        ("model", (preset_train.model.name, preset_train.model.kwargs), (run_train.model.name, run_train.model.kwargs)),
+        ("model", preset_model, run_model),
         ("objective", preset_train.objective.name, run_train.objective.name),
         ("objective parameters", preset_train.objective.params, run_train.objective.params),
     ) if a != b]
