@@ -178,3 +178,13 @@ def test_the_run_report_draws_table_rows() -> None:
     png = adversarial_grid_png(x, (x + 0.05).clamp(0, 1), torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]),
                                torch.tensor([1, 1, 1]), title="rows")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_table_with_per_feature_mean_std_gets_a_message_that_says_why() -> None:
+    from types import SimpleNamespace
+
+    table = SimpleNamespace(name="rows", num_classes=2, shape=(9,), mean=[0.5] * 9, std=[0.2] * 9)
+    with pytest.raises(InputError, match="one shared value each .* scaled to \\[0, 1\\]"):
+        create_model("mlp", table, hidden=[8])
+    shared = SimpleNamespace(name="rows", num_classes=2, shape=(9,), mean=[0.5], std=[0.2])
+    assert create_model("mlp", shared, hidden=[8])(torch.rand(3, 9)).shape == (3, 2)

@@ -115,6 +115,10 @@ def create_model(name: str, dataset: str | DatasetLike, **kwargs: Any) -> Normal
         raise InputError(f"dataset shape must be (C, H, W) or (d,) with positive sizes, got {info.shape}")
     c, h, w = shape
     if len(info.mean) not in (1, c) or len(info.std) != len(info.mean):
+        if len(info.shape) == 1:  # tables: the data layer scales every feature to [0, 1]
+            raise InputError(f"a table's mean/std must be one shared value each (features are scaled to [0, 1] when "
+                             f"read; per-feature normalisation is not supported), got {len(info.mean)} and "
+                             f"{len(info.std)} entries")
         raise InputError(f"dataset mean/std must have 1 or {c} entries, got {len(info.mean)} and {len(info.std)}")
     num_classes = int(info.num_classes)
     if num_classes < 1:
