@@ -10,11 +10,12 @@ row gets wrong clean counts as not robust, as everywhere in an evaluation.
 
 ``end-to-end --variant V``: the adaptive protocol on row V: APGD-CE-20 then APGD-DLR-20, each with EoT 4, crafted on
 the smooth ``logit`` view and judged on the deployed aggregation (AutoAttack rand's attacks through the surrogate),
-worst case pointwise, and the large-eps check at 0.95. A deterministic row (z = 0) gets EoT 1: averaging identical
-gradients is the same attack.
+worst case pointwise, and the large-eps check (0.95 in L-inf, 4 eps in L2 and L1). A deterministic row (z = 0) gets
+EoT 1: averaging identical gradients is the same attack.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/campaigns/carso_protocol_gap.py RUN classifier-only [--n 500]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/campaigns/carso_protocol_gap.py RUN end-to-end --variant z0
+    ... RUN classifier-only --norm l2   (a carso-mnist-l2 run; --eps defaults to the preset's radius)
 
 Outputs: ``<out>/classifier_only.json`` and ``<out>/end_to_end_<variant>.json`` (default out:
 benchmarks/results/carso_protocol_gap/).
@@ -48,6 +49,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "carso_protocol_
 PRESET = "carso-mnist"
 ABLATIONS = ("z0", "vote", "softmax", "e4")
 INFERENCE = ("sampling", "ensemble_size", "aggregation")  # the settings a v1 ablation changes
+DEFAULT_EPS = {"linf": 0.3, "l2": 2.0, "l1": 10.0}  # carso-mnist and carso-mnist-norms (Tramer & Boneh's radii)
 
 
 def inference_rows() -> dict[str, dict[str, Any]]:
@@ -84,7 +86,7 @@ def classifier_only(model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: ar
         set_inference(model, settings)
         clean[name] = _fresh_pass(model, x, derive_seed(0, "clean", name), args.batch_size) == y
     set_inference(model, rows["default"])
-    aa = AutoAttackConfig(version="standard", norm="linf", eps=args.eps)
+    aa = AutoAttackConfig(version="standard", norm=args.norm, eps=args.eps)
     t0 = time.perf_counter()
     outcome = run_classifier_only(model, x, y, torch.ones_like(y, dtype=torch.bool), aa, seed=0,
                                   batch_size=args.batch_size,
@@ -106,9 +108,10 @@ def end_to_end(model: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     """The adaptive protocol on one row."""
     settings = set_inference(model, inference_rows()[args.variant])
     eot = 1 if settings["sampling"] == "mean" else 4
-    attacks = [{"name": name, "norm": "linf", "eps": args.eps, "steps": 20, "eot_samples": eot, "surrogate": "logit"}
-               for name in ("apgd-ce", "apgd-dlr")]
-    cfg = parse_config({"n": args.n, "batch_size": args.batch_size, "attacks": attacks, "large_eps": 0.95}, EvalConfig)
+    attacks = [{"name": name, "norm": args.norm, "eps": args.eps, "steps": 20, "eot_samples": eot,
+                "surrogate": "logit"} for name in ("apgd-ce", "apgd-dlr")]
+    cfg = parse_config({"n": args.n, "batch_size": args.batch_size, "attacks": attacks, "large_eps": args.large_eps},
+                       EvalConfig)
     t0 = time.perf_counter()
     result = run_protocol(model, load_dataset("mnist", "test"), cfg, show_progress=True)
     return {"settings": settings, "seconds": time.perf_counter() - t0, "clean": result.clean_accuracy,
@@ -126,14 +129,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("part", choices=("classifier-only", "end-to-end"))
     parser.add_argument("--variant", default="default", choices=("default", *ABLATIONS))
     parser.add_argument("--n", type=int, default=500, help="first test points")
-    parser.add_argument("--eps", type=float, default=0.3)
+    parser.add_argument("--norm", choices=tuple(DEFAULT_EPS), default="linf")
+    parser.add_argument("--eps", type=float, help="radius (default: 0.3, 2.0, 10 for linf, l2, l1)")
+    parser.add_argument("--large-eps", type=float, help="collapse check radius (default: 0.95 in linf, else 4 eps)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--which", default="best")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    args.eps = DEFAULT_EPS[args.norm] if args.eps is None else args.eps
+    if args.large_eps is None:
+        args.large_eps = 0.95 if args.norm == "linf" else 4 * args.eps
     args.out.mkdir(parents=True, exist_ok=True)
     model, _ = load_trained_model(args.run, args.which, "cpu")
-    report: dict[str, Any] = {"run": str(args.run), "which": args.which, "n": args.n, "eps": args.eps,
+    report: dict[str, Any] = {"run": str(args.run), "which": args.which, "n": args.n, "norm": args.norm,
+                              "eps": args.eps, "large_eps": args.large_eps,
                               "threads": torch.get_num_threads(), "torch": torch.__version__,
                               "machine": platform.processor() or platform.machine(), "load_before": os.getloadavg()}
     if args.part == "classifier-only":
