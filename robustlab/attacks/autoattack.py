@@ -235,6 +235,14 @@ class AutoAttack:
         self.log_checks = bool(log_checks)
         self.state_file = Path(state_file) if state_file is not None else None
 
+    def log_if_resuming(self, what: str = "AutoAttack") -> None:
+        """Say so when this process's state file exists, i.e. ``run`` will resume (attacks and batches done are not
+        re-run)."""
+        own_state = self.state_path(distributed.current())
+        if own_state is not None and own_state.exists():
+            logger.info("resuming %s from its state file %s (attacks and batches done are not re-run)", what,
+                        own_state)
+
     @property
     def attack_names(self) -> list[str]:
         """The attacks run, in order."""

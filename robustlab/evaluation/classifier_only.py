@@ -9,7 +9,6 @@ ranking and the published counterpart of the worst case never read it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,6 @@ from robustlab.core.threat import ThreatModel
 from robustlab.evaluation.config import AutoAttackConfig, EvalConfig
 from robustlab.evaluation.labels import CLASSIFIER_ONLY
 from robustlab.purification.carso.model import carso_of
-from robustlab.utils import distributed
-
-logger = logging.getLogger(__name__)
 
 #: What a classifier-only number measures, written beside it in results, reports and the leaderboard.
 MEASURES = ("AutoAttack crafted on CARSO's classifier alone, its points judged on CARSO with fresh randomness "
@@ -88,9 +84,7 @@ def run_classifier_only(
     runner = AutoAttack(net.classifier, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
                         attack_kwargs=aa.attack_kwargs, seed=seed, batch_size=batch_size, show_progress=show_progress,
                         state_file=state_file)
-    own_state = runner.state_path(distributed.current())
-    if own_state is not None and own_state.exists():
-        logger.info("resuming the classifier-only AutoAttack from its state file %s", own_state)
+    runner.log_if_resuming("the classifier-only AutoAttack")
     result = runner.run(x[:k], y[:k])
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), attack_mode(model), torch.no_grad():
@@ -107,11 +101,8 @@ def classifier_only_summary(model: nn.Module, x: Tensor, y: Tensor, clean: Tenso
     aa = cfg.classifier_only
     if aa is None:
         return {}
-    state_file = None
-    if state_dir is not None:
-        k = len(x) if aa.n is None else min(aa.n, len(x))
-        key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
-        state_file = Path(state_dir) / f"{PREFIX}-autoattack-{key}.state.safetensors"
+    k = len(x) if aa.n is None else min(aa.n, len(x))
+    state_file = None if state_dir is None else aa.state_file(state_dir, k, cfg.seed, prefix=f"{PREFIX}-autoattack")
     outcome = run_classifier_only(model, x, y, clean, aa, seed=cfg.seed, batch_size=cfg.batch_size,
                                   show_progress=show_progress, state_file=state_file)
     return outcome.summary(aa, cfg.seed)

@@ -4,6 +4,7 @@ sanity checks and radii."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +35,11 @@ class AutoAttackConfig(Strict):
                 raise ValueError(f"autoattack attack {name!r} supports the {', '.join(norms)} norm(s), "
                                  f"not {self.norm!r}")
         return self
+
+    def state_file(self, state_dir: str | Path, points: int, seed: int, prefix: str = "autoattack") -> Path:
+        """Where a run of this AutoAttack on ``points`` points under ``seed`` keeps its state inside ``state_dir``."""
+        key = f"{self.version}-{self.norm}-{self.eps:.6g}-n{points}-seed{seed}"
+        return Path(state_dir) / f"{prefix}-{key}.state.safetensors"
 
 
 class EvalConfig(Strict):

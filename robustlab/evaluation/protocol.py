@@ -20,7 +20,6 @@ from robustlab.evaluation.result import EvaluationResult
 from robustlab.evaluation.robust import accuracy_of, robust_flags
 from robustlab.evaluation.sanity import black_box_beats_white_box, large_eps_collapse, run_sanity_checks
 from robustlab.evaluation.sweep import run_eps_sweep
-from robustlab.utils import distributed
 from robustlab.utils.device import model_device
 
 logger = logging.getLogger(__name__)
@@ -124,17 +123,12 @@ def _run_autoattack(
     aa = cfg.autoattack
     assert aa is not None
     k = len(x) if aa.n is None else min(aa.n, len(x))
-    state_file = None
-    if state_dir is not None:
-        key = f"{aa.version}-{aa.norm}-{aa.eps:.6g}-n{k}-seed{cfg.seed}"
-        state_file = Path(state_dir) / f"autoattack-{key}.state.safetensors"
+    state_file = None if state_dir is None else aa.state_file(state_dir, k, cfg.seed)
     runner = AutoAttack(model, ThreatModel(aa.norm, aa.eps), version=aa.version, attacks=aa.attacks,
                         attack_kwargs=aa.attack_kwargs, seed=cfg.seed, state_file=state_file,
                         batch_size=cfg.batch_size, show_progress=show_progress,
                         log_checks=False)  # its warnings join the evaluation's, printed once
-    own_state = runner.state_path(distributed.current())  # one file per rank under torchrun
-    if own_state is not None and own_state.exists():
-        logger.info("resuming AutoAttack from its state file %s (attacks and batches done are not re-run)", own_state)
+    runner.log_if_resuming()  # one file per rank under torchrun
     result = runner.run(x[:k], y[:k])
     label = f"autoattack-{aa.version} {aa.norm} eps={aa.eps:.4g} n={k}"
     flags = {f"{label}: {name}": mask for name, mask in result.robust.items()}
