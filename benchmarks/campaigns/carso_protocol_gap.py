@@ -27,6 +27,7 @@ import argparse
 import os
 import platform
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "carso_protocol_
 PRESET = "carso-mnist"
 ABLATIONS = ("z0", "vote", "softmax", "e4")
 INFERENCE = ("sampling", "ensemble_size", "aggregation")  # the settings a v1 ablation changes
+_TRAINED: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()  # settings as loaded
 DEFAULT_EPS = {"linf": 0.3, "l2": 2.0, "l1": 10.0}  # carso-mnist and carso-mnist-norms (Tramer & Boneh's radii)
 
 
@@ -63,9 +65,10 @@ def inference_rows() -> dict[str, dict[str, Any]]:
 
 
 def set_inference(model: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
-    """Put ``settings`` on the CARSO inside ``model`` (defaults for the rest); the settings in force."""
+    """Put ``settings`` on the CARSO inside ``model`` (the run's own for the rest); the settings in force."""
     net, _ = carso_of(model)
-    full = {"sampling": "prior", "ensemble_size": 8, "aggregation": "peel", **settings}
+    trained = _TRAINED.setdefault(net, {key: getattr(net, key) for key in INFERENCE})  # as loaded, before any change
+    full = {**trained, **settings}
     for key, value in full.items():
         setattr(net, key, value)
     return full
