@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from robustlab.attacks import create_attack, get_attack_class
+from robustlab.attacks import fab as fab_module
 from robustlab.attacks.base import Attack
 from robustlab.attacks.fab import FAB, FABTargeted, project_hyperplane_box
 from robustlab.attacks.square import Square
@@ -151,13 +152,14 @@ def check_output_in_threat_model(kind: str, norm: str, data: st.DataObject) -> N
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
 
 
+@pytest.mark.parametrize("newton_steps", [0, 2, 8])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_projection_solves_box_constrained_problem(norm: str) -> None:
+def test_projection_solves_box_constrained_problem(norm: str, newton_steps: int) -> None:
     gen = torch.Generator().manual_seed(0)
     p = torch.rand(256, 30, generator=gen, dtype=torch.float64)
     w = torch.randn(256, 30, generator=gen, dtype=torch.float64)
     c = torch.randn(256, generator=gen, dtype=torch.float64) * 6
-    d = project_hyperplane_box(p, w, c, norm)
+    d = project_hyperplane_box(p, w, c, norm, newton_steps=newton_steps)
     assert float((p + d).min()) >= 0.0 and float((p + d).max()) <= 1.0
     max_reach = (w.abs() * torch.where(w * c[:, None] > 0, 1 - p, p)).sum(1)  # w . d at the far box corner
     feasible = max_reach > c.abs()
@@ -181,6 +183,33 @@ def test_projection_solves_box_constrained_problem(norm: str) -> None:
     d_mid = project_hyperplane_box(p_mid, w, 1e-3 * c, norm)
     dual = w.abs().sum(1) if norm == "linf" else w.norm(dim=1)
     torch.testing.assert_close(lp_norm(d_mid, norm), 1e-3 * c.abs() / dual)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_newton_rows_equal_sorted_rows(norm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newton's solve and the sorted one give the same step, on image-like rows (ties at 0 and 1, zero weights);
+    few Newton steps leave rows to the sort, so both paths run in one call."""
+    gen = torch.Generator().manual_seed(1)
+    p = torch.rand(400, 196, generator=gen, dtype=torch.float64)
+    p = torch.where(p < 0.4, 0.0, torch.where(p > 0.8, 1.0, p))
+    w = torch.randn(400, 196, generator=gen, dtype=torch.float64) * (torch.rand(400, 196, generator=gen) > 0.1)
+    c = torch.randn(400, generator=gen, dtype=torch.float64) * torch.logspace(-3, 1.5, 400, dtype=torch.float64)
+    sorted_rows: list[int] = []
+    sort_solve = fab_module._breakpoint_sorted
+
+    def counting_sort(slope: Tensor, brk: Tensor, c: Tensor) -> Tensor:
+        sorted_rows.append(len(c))
+        return sort_solve(slope, brk, c)
+
+    monkeypatch.setattr(fab_module, "_breakpoint_sorted", counting_sort)
+    reference = project_hyperplane_box(p, w, c, norm, newton_steps=0)
+    left_to_sort = {}
+    for steps in (1, 3, 8, 50):
+        sorted_rows.clear()
+        step = project_hyperplane_box(p, w, c, norm, newton_steps=steps)
+        torch.testing.assert_close(step, reference, rtol=1e-9, atol=1e-12)
+        left_to_sort[steps] = sum(sorted_rows)
+    assert 0 < left_to_sort[1] < 400 and left_to_sort[50] == 0, left_to_sort
 
 
 # --------------------------------------------------------------------------------------------- FAB on linear models

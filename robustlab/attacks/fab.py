@@ -68,12 +68,14 @@ def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor) -> Tensor:
     return torch.sign(w) * torch.zeros_like(amount).scatter(1, order, amount)
 
 
-def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor:
+def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str, *, newton_steps: int = 8) -> Tensor:
     """Minimal-norm step ``d`` (L-inf, L2 or L1) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
 
     With the box, the optimum is ``d_i = sign(w_i) min(s k_i, room_i)`` (``k_i = 1`` for L-inf, ``|w_i|`` for L2);
-    ``w . d`` is piecewise linear and increasing in ``s``, so sorting its breakpoints finds ``s`` exactly. Where the
-    hyperplane cannot be reached inside the box the step goes as far towards it as the box allows.
+    ``w . d`` is piecewise linear, concave and increasing in ``s``, so ``s`` is found exactly: by Newton's method
+    from below (``newton_steps`` steps; a row is done once its set of saturated coordinates stops changing), and by
+    sorting the breakpoints for the rows it leaves (0: sort every row). Where the hyperplane cannot be reached inside
+    the box the step goes as far towards it as the box allows.
     """
     if norm == "l1":
         return project_hyperplane_box_l1(p, w, c)
@@ -86,6 +88,38 @@ def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor
     else:
         slope, brk = aw * aw, room / aw.clamp_min(1e-30)
     brk = torch.where(aw > 0, brk, torch.full_like(brk, _HUGE))
+    s, solved = _breakpoint_newton(slope, brk, c, newton_steps)
+    if not bool(solved.all()):
+        rest = (~solved).nonzero().squeeze(1)
+        s = s.index_put((rest,), _breakpoint_sorted(slope[rest], brk[rest], c[rest]))
+    reach = s[:, None] if norm == "linf" else s[:, None] * aw
+    return torch.sign(w) * torch.minimum(reach, room)
+
+
+def _breakpoint_newton(slope: Tensor, brk: Tensor, c: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """``s`` with ``sum_i slope_i min(s, brk_i) = c`` per row by Newton's method, and which rows it solved.
+
+    Starting below the root (``c / sum slope``), each tangent root of the concave function stays below it and passes
+    at least one breakpoint; a row is solved once ``{brk <= s}`` is the set its ``s`` was computed from, which makes
+    ``s`` an exact root (or, with no free slope left, the sign that the hyperplane is out of the box's reach)."""
+    mass = slope * brk.clamp_max(_HUGE / 1e10)  # a saturated coordinate's share of w . d
+    s = c / slope.sum(1).clamp_min(1e-30)
+    count = torch.full_like(c, -1.0)
+    solved = torch.zeros_like(c, dtype=torch.bool)
+    for _ in range(steps + 1):
+        saturated = brk <= s[:, None]
+        n_saturated = saturated.sum(1).to(c.dtype)
+        solved = (n_saturated == count) & torch.isfinite(s)
+        if bool(solved.all()):
+            break
+        count = n_saturated
+        free = torch.where(saturated, 0.0, slope).sum(1)
+        s = (c - torch.where(saturated, mass, 0.0).sum(1)) / free.clamp_min(1e-30)
+    return s, solved
+
+
+def _breakpoint_sorted(slope: Tensor, brk: Tensor, c: Tensor) -> Tensor:
+    """The same ``s`` by sorting the breakpoints (``_HUGE`` where the hyperplane is out of the box's reach)."""
     brk_sorted, order = brk.sort(dim=1)
     slope_sorted = slope.gather(1, order)
     cum_sat = (slope_sorted * brk_sorted.clamp_max(_HUGE / 1e10)).cumsum(1)  # saturated coordinates' w . d
@@ -97,10 +131,8 @@ def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str) -> Tensor
     has_prev = (m > 0)[:, None]
     sat_prev = torch.where(has_prev, cum_sat.gather(1, prev), torch.zeros_like(total))
     slope_prev = torch.where(has_prev, cum_slope.gather(1, prev), torch.zeros_like(total))
-    s = (c[:, None] - sat_prev) / (total - slope_prev).clamp_min(1e-30)
-    s = torch.where((m == p.shape[1])[:, None], torch.full_like(s, _HUGE), s)  # unreachable: go to the box edge
-    reach = s if norm == "linf" else s * aw
-    return torch.sign(w) * torch.minimum(reach, room)
+    s = ((c[:, None] - sat_prev) / (total - slope_prev).clamp_min(1e-30)).squeeze(1)
+    return torch.where(m == brk.shape[1], torch.full_like(s, _HUGE), s)  # unreachable: go to the box edge
 
 
 def _random_sphere(shape: torch.Size, norm: str, gen: torch.Generator | None, like: Tensor) -> Tensor:
