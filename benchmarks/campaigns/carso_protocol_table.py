@@ -5,7 +5,8 @@ classifier-only number and the end-to-end worst case side by side, with exact pa
 
 Each OUT_DIR is one run's ``--out`` folder (``classifier_only.json``, ``end_to_end_<row>.json``). Paired tests compare
 each end-to-end row's worst-case flags with the ``--base`` folder's ``default`` row on the same points (exact
-two-sided sign test on the discordant points).
+two-sided sign test on the discordant points); rows run on fewer points than the base are compared on the points they
+share (every run takes the first n test points), and the base's worst case on those points is shown beside.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     base_flags = None
     if args.base is not None and (args.base / "end_to_end_default.json").exists():
         base_flags = worst_case_flags(json.loads((args.base / "end_to_end_default.json").read_text()))
-    print("| run | row | CARSO clean | classifier-only, judged on CARSO | end to end: APGD-CE | + APGD-DLR "
-          "(worst case) | large-eps check | vs base: kept only here / only there (p) |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| run | row | points end to end | CARSO clean | classifier-only, judged on CARSO | end to end: APGD-CE "
+          "| + APGD-DLR (worst case) | large-eps check "
+          "| vs base on the same points: base worst case; kept only here / only there (p) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for folder in args.folders:
         for r in rows(folder):
             co, e2e = r["co_row"], r["end_to_end"]
@@ -72,9 +74,11 @@ def main(argv: list[str] | None = None) -> None:
             large = e2e["sanity"].get("large_eps_accuracy") if e2e else None
             paired = ""
             if e2e and base_flags is not None:
-                a, b, p = sign_test(worst_case_flags(e2e), base_flags)
-                paired = f"{a} / {b} (p = {p:.3g})"
-            print(f"| {r['folder']} | {r['row']} | {_pct(clean)} | "
+                ours = worst_case_flags(e2e)
+                n = min(len(ours), len(base_flags))
+                a, b, p = sign_test(ours[:n], base_flags[:n])
+                paired = f"n = {n}: {_pct(sum(base_flags[:n]) / n)}; {a} / {b} (p = {p:.3g})"
+            print(f"| {r['folder']} | {r['row']} | {e2e['n'] if e2e else '—'} | {_pct(clean)} | "
                   f"{_pct(co['classifier_only_judged_on_carso'] if co else None)} | {_pct(cum[0])} | "
                   f"{_pct(e2e['worst_case'] if e2e else None)} | {_pct(large)} | {paired} |")
     for folder in args.folders:
