@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
 from robustlab.attacks import PGD
+from robustlab.core.errors import NoGradientError
 from robustlab.core.threat import ThreatModel
 from robustlab.evaluation.robust import NamedAttack, grad_health, robust_flags
 
@@ -23,6 +25,13 @@ class Rounded(Linear2):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(torch.round(x * 4) / 4)
+
+
+class HardVote(Linear2):
+    """The same classifier answering with a one-hot vote: its output has no gradient path to the input at all."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.one_hot(super().forward(x).argmax(1), 2).float()
 
 
 def data(n: int = 40) -> tuple[Tensor, Tensor]:
@@ -63,6 +72,13 @@ def test_grad_health_flags_zero_gradients() -> None:
     x, y = data()
     assert grad_health(Linear2(), x, y)["zero_grad_fraction"] == 0.0
     assert grad_health(Rounded(), x, y)["zero_grad_fraction"] == 1.0
+    assert grad_health(HardVote(), x, y, batch_size=16)["zero_grad_fraction"] == 1.0  # reported, not a crash
+
+
+def test_a_gradient_attack_on_a_hard_vote_says_what_to_do() -> None:
+    x, y = data()
+    with pytest.raises(NoGradientError, match="surrogate"):
+        PGD(HardVote(), ThreatModel("linf", 0.1), steps=2)(x, y)
 
 
 def test_large_eps_check_exposes_a_masked_model() -> None:

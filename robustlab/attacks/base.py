@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.losses import LossFn, get_loss
-from robustlab.core.errors import InputError
+from robustlab.core.errors import InputError, NoGradientError
 from robustlab.core.threat import NORMS, ThreatModel
 from robustlab.core.validation import check_images, check_labels, check_logits, check_module, check_positive
 
@@ -62,6 +62,11 @@ def input_gradient(
             objective = loss_fn(logits, y)
             if targeted:
                 objective = -objective
+            if not objective.requires_grad:
+                raise NoGradientError(
+                    "the model's output does not depend differentiably on its input (e.g. a hard-vote or argmax "
+                    "output): a gradient attack cannot run on it. Attack a differentiable view of the model (for "
+                    "CARSO: surrogate: logit) or approximate the non-differentiable part with BPDA")
             (grad,) = torch.autograd.grad(objective.sum(), x_req)
         grad_sum += grad
         obj_sum += objective.detach()

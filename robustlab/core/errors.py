@@ -11,6 +11,11 @@ class InputError(RobustlabError, ValueError):
     """Images, labels or hyper-parameters that violate the documented contract."""
 
 
+class NoGradientError(InputError):
+    """A model whose output has no gradient path to its input (a hard vote, an argmax): gradient attacks cannot run
+    on it; the message names what can (a differentiable surrogate view, BPDA)."""
+
+
 class ConfigError(RobustlabError, ValueError):
     """A preset or YAML config that is unknown, mistyped or inconsistent."""
 

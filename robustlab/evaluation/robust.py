@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.attacks.base import attack_mode, predict
+from robustlab.core.errors import NoGradientError
 from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
 from robustlab.core.validation import check_images, check_labels
@@ -94,14 +95,19 @@ def accuracy_of(mask: Tensor) -> float:
 
 
 def grad_health(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Fractions of samples whose input gradient of the CE loss is all zero, or has NaN/inf (gradient masking)."""
+    """Fractions of samples whose input gradient of the CE loss is all zero, or has NaN/inf (gradient masking); a
+    model with no gradient path to its input (a hard vote) counts as zero everywhere."""
     from robustlab.attacks.base import input_gradient
     from robustlab.attacks.losses import cross_entropy
 
     zero = bad = 0
     with attack_mode(model):
         for i in range(0, len(x), batch_size):
-            g, _, _ = input_gradient(model, x[i : i + batch_size], y[i : i + batch_size], cross_entropy)
+            try:
+                g, _, _ = input_gradient(model, x[i : i + batch_size], y[i : i + batch_size], cross_entropy)
+            except NoGradientError:  # no gradient path at all (a hard vote): the gradient is zero at every point
+                zero += len(x[i : i + batch_size])
+                continue
             flat = g.reshape(g.shape[0], -1)
             finite = torch.isfinite(flat).all(dim=1)
             bad += int((~finite).sum())
