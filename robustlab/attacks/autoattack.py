@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks.base import Attack, attack_mode, predict
 from robustlab.attacks.checks import pre_attack_checks, square_check, warnings_for
+from robustlab.attacks.memory_format import channels_last, channels_last_helps
 from robustlab.core.errors import CheckpointError, InputError
 from robustlab.core.rng import derive_seed
 from robustlab.core.threat import ThreatModel
@@ -188,6 +189,8 @@ class AutoAttack:
     ``attacks`` names registered attacks and requires ``version="custom"``; ``attack_kwargs`` maps an attack name to
     extra constructor settings (e.g. fewer steps for a smoke test) and is part of the protocol fingerprint.
     ``log_checks=False`` keeps the checks' warnings out of the log, for a caller that reports ``result.checks`` itself.
+    ``channels_last`` runs the model with channels-last weights (:mod:`.memory_format`; None: on CPU image batches,
+    where it is faster), restored afterwards; the logits agree to rounding, the reference has no such option.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class AutoAttack:
         batch_size: int = 500,
         show_progress: bool = False,
         log_checks: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise InputError(f"threat must be a ThreatModel, got {type(threat).__name__}")
@@ -233,6 +237,9 @@ class AutoAttack:
         self.model, self.threat, self.version = model, threat, version
         self.seed, self.batch_size, self.show_progress = int(seed), int(batch_size), bool(show_progress)
         self.log_checks = bool(log_checks)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise InputError(f"channels_last must be True, False or None (auto), got {channels_last!r}")
+        self.channels_last = channels_last
         self.state_file = Path(state_file) if state_file is not None else None
 
     def log_if_resuming(self, what: str = "AutoAttack") -> None:
@@ -292,6 +299,12 @@ class AutoAttack:
         check_images(x)
         check_labels(y, x.shape[0])
         y = y.to(x.device)
+        use = channels_last_helps(self.model, x) if self.channels_last is None else self.channels_last
+        with channels_last(self.model, x[: min(self.batch_size, len(x), 64)], enabled=use):
+            return self._run(x, y)
+
+    def _run(self, x: Tensor, y: Tensor) -> AutoAttackResult:
+        """``run`` in the model's layout of the moment."""
         info = distributed.current()
         built = self.build_attacks()
         path = self.state_path(info)
@@ -342,6 +355,7 @@ class AutoAttack:
                 state.record_batch(name, idx, still, x_adv, time.perf_counter() - start)
                 bar.advance(len(idx), robust=int(state.robust.sum() - state.mine.sum()))
         state.finish_attack(name, info)
+
     def _attack_batch(self, attack: Attack, name: str, b_index: int, x: Tensor, y: Tensor) -> Tensor:
         """One attack on one batch under the seed derived from (seed, attack, batch), checked to stay in the ball.
 
