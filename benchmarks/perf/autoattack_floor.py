@@ -7,7 +7,9 @@ implementation making those passes can beat. pyautoattack 0.2.0 runs on the same
 pass counts are reported too). Ours, the floor and the reference are interleaved within each repeat and medians are
 taken, so load hits all alike. An attack's time runs from its first pass to the next attack's (its final evaluation
 included, for both implementations); ``setup`` is what comes before the first attack (the clean pass and the checks
-on the defence).
+on the defence). Our AutoAttack runs the model with channels-last weights on CPU image batches (``channels_last`` in
+the JSON), so our floor is replayed in that layout and the reference's (``floor_default_layout``) in the default one:
+each implementation is divided by the floor of the passes as it makes them.
 
 Two modes: ``chain`` is AutoAttack standard as it runs (each attack on the points all earlier ones left robust; on a
 non-robust model the later attacks get no points), ``alone`` runs each of its attacks by itself on every clean-correct
@@ -38,6 +40,7 @@ from torch import Tensor, nn
 
 from robustlab.attacks import attack_mode
 from robustlab.attacks.autoattack import AutoAttack
+from robustlab.attacks.memory_format import channels_last, channels_last_helps
 from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
 
@@ -185,20 +188,25 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
     """Interleaved ours / floor / reference, ``repeats`` times; per attack the median seconds and the ratios."""
     counter = CountingModel(model)
     phases = ["setup", *attacks]  # setup: the clean pass and the checks on the defence before the attacks
-    times: dict[str, dict[str, list[float]]] = {a: {"ours": [], "floor": [], "reference": []} for a in phases}
+    times: dict[str, dict[str, list[float]]] = {
+        a: {"ours": [], "floor": [], "floor_default_layout": [], "reference": []} for a in phases}
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
+    channels_last_used = channels_last_helps(model, x)  # what our AutoAttack's default does on this model and data
     for _ in range(repeats):
         ours = run_ours(counter, x, y, threat, attacks)
         for a in phases:
-            times[a]["floor"].append(replay(model, ours["calls"].get(a, []), x, y))
+            with channels_last(model, x[:64], enabled=channels_last_used):
+                times[a]["floor"].append(replay(model, ours["calls"].get(a, []), x, y))
+            times[a]["floor_default_layout"].append(replay(model, ours["calls"].get(a, []), x, y))
         ref = run_reference(counter, x, y, threat, attacks)
         for a in phases:
             times[a]["ours"].append(ours["seconds"].get(a, 0.0))
             times[a]["reference"].append(ref["seconds"].get(a, 0.0))
     out: dict[str, Any] = {"robust_accuracy": {"ours": float(ours["robust"].float().mean()),
                                                "reference": float(ref["robust"].float().mean())},
-                           "same_flags": bool((ours["robust"] == ref["robust"]).all()), "attacks": {}}
+                           "same_flags": bool((ours["robust"] == ref["robust"]).all()),
+                           "channels_last": channels_last_used, "attacks": {}}
     for a in phases:
         med = {k: statistics.median(v) for k, v in times[a].items()}
         calls = ours["calls"].get(a, [])
@@ -208,7 +216,8 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
         out["attacks"][a] = {
             "points": points, "median_s": med,
             "ours_over_floor": med["ours"] / med["floor"] if med["floor"] else None,
-            "reference_over_floor": med["reference"] / med["floor"] if med["floor"] else None,
+            "reference_over_floor": (med["reference"] / med["floor_default_layout"]
+                                     if med["floor_default_layout"] else None),
             "ours_over_reference": med["ours"] / med["reference"] if med["reference"] else None,
             "passes": summary(calls), "reference_passes": summary(ref["calls"].get(a, [])),
         }
