@@ -1,5 +1,5 @@
-"""Channels-last weights for an attack run: used only where the model gives the same logits, always restored, and
-AutoAttack's result the same in both layouts."""
+"""Channels-last weights for an attack run: used only where the model gives the same logits, always restored;
+AutoAttack uses them for its forward-only attacks only, with the same result as in the default layout."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ class ConvNet(nn.Module):
         self.fc = nn.Linear(4 * 4 * 4, 3)
         self.flatten_by_view = flatten_by_view
 
+        self.layouts: list[tuple[bool, bool]] = []  # per forward: (gradients on, weights channels-last)
+
     def forward(self, x: Tensor) -> Tensor:
+        self.layouts.append((torch.is_grad_enabled(), not self.conv.weight.is_contiguous()))
         h = torch.relu(self.conv(torch.relu(self.conv1(x))))
         return self.fc(h.view(len(h), -1) if self.flatten_by_view else h.flatten(1))
 
@@ -68,8 +71,11 @@ def test_autoattack_gives_the_same_result_in_both_layouts() -> None:
               "attack_kwargs": {"apgd-ce": {"steps": 10}, "square": {"queries": 50}}}
     threat = ThreatModel("linf", 0.1)
     default_layout = AutoAttack(model, threat, channels_last=False, **kwargs).run(x, y)  # type: ignore[arg-type]
+    model.layouts.clear()
     last = AutoAttack(model, threat, channels_last=True, **kwargs).run(x, y)  # type: ignore[arg-type]
     assert model.conv.weight.is_contiguous()
+    # only the forward-only attack (Square) ran channels-last; APGD's gradient passes kept the default layout
+    assert any(cl for _, cl in model.layouts) and not any(grad and cl for grad, cl in model.layouts)
     assert torch.equal(default_layout.clean, last.clean)
     for name in ("apgd-ce", "square"):
         assert torch.equal(default_layout.robust[name], last.robust[name]), name

@@ -7,9 +7,9 @@ implementation making those passes can beat. pyautoattack 0.2.0 runs on the same
 pass counts are reported too). Ours, the floor and the reference are interleaved within each repeat and medians are
 taken, so load hits all alike. An attack's time runs from its first pass to the next attack's (its final evaluation
 included, for both implementations); ``setup`` is what comes before the first attack (the clean pass and the checks
-on the defence). Our AutoAttack runs the model with channels-last weights on CPU image batches (``channels_last`` in
-the JSON), so our floor is replayed in that layout and the reference's (``floor_default_layout``) in the default one:
-each implementation is divided by the floor of the passes as it makes them.
+on the defence). Our AutoAttack runs its forward-only attacks (Square) with channels-last weights on CPU image batches
+(``channels_last`` in the JSON), so our floor of those is replayed in that layout and the reference's
+(``floor_default_layout``) in the default one: each implementation is divided by the floor of its passes as made.
 
 Two modes: ``chain`` is AutoAttack standard as it runs (each attack on the points all earlier ones left robust; on a
 non-robust model the later attacks get no points), ``alone`` runs each of its attacks by itself on every clean-correct
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from robustlab.attacks import attack_mode
 from robustlab.attacks.autoattack import AutoAttack
 from robustlab.attacks.memory_format import channels_last, channels_last_helps
+from robustlab.attacks.registry import get_attack_class
 from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
 
@@ -193,10 +194,11 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
     channels_last_used = channels_last_helps(model, x)  # what our AutoAttack's default does on this model and data
+    forward_only = {a for a in attacks if get_attack_class(a).forward_only}  # the attacks it does it for
     for _ in range(repeats):
         ours = run_ours(counter, x, y, threat, attacks)
         for a in phases:
-            with channels_last(model, x[:64], enabled=channels_last_used):
+            with channels_last(model, x[:64], enabled=channels_last_used and a in forward_only):
                 times[a]["floor"].append(replay(model, ours["calls"].get(a, []), x, y))
             times[a]["floor_default_layout"].append(replay(model, ours["calls"].get(a, []), x, y))
         ref = run_reference(counter, x, y, threat, attacks)

@@ -189,8 +189,9 @@ class AutoAttack:
     ``attacks`` names registered attacks and requires ``version="custom"``; ``attack_kwargs`` maps an attack name to
     extra constructor settings (e.g. fewer steps for a smoke test) and is part of the protocol fingerprint.
     ``log_checks=False`` keeps the checks' warnings out of the log, for a caller that reports ``result.checks`` itself.
-    ``channels_last`` runs the model with channels-last weights (:mod:`.memory_format`; None: on CPU image batches,
-    where it is faster), restored afterwards; the logits agree to rounding, the reference has no such option.
+    ``channels_last`` runs the forward-only attacks (Square) with the model's weights channels-last
+    (:mod:`.memory_format`; None: on CPU image batches, where its forward passes are faster), restored afterwards;
+    the logits agree to rounding. The reference has no such option.
     """
 
     def __init__(
@@ -299,12 +300,6 @@ class AutoAttack:
         check_images(x)
         check_labels(y, x.shape[0])
         y = y.to(x.device)
-        use = channels_last_helps(self.model, x) if self.channels_last is None else self.channels_last
-        with channels_last(self.model, x[: min(self.batch_size, len(x), 64)], enabled=use):
-            return self._run(x, y)
-
-    def _run(self, x: Tensor, y: Tensor) -> AutoAttackResult:
-        """``run`` in the model's layout of the moment."""
         info = distributed.current()
         built = self.build_attacks()
         path = self.state_path(info)
@@ -321,7 +316,10 @@ class AutoAttack:
         for a_index, (name, attack) in enumerate(built):
             if a_index < state.attack_index:
                 continue
-            self._run_attack(state, a_index, name, attack, x, y, info)
+            layout = channels_last_helps(self.model, x) if self.channels_last is None else self.channels_last
+            with channels_last(self.model, x[: min(self.batch_size, len(x), 64)],
+                               enabled=layout and attack.forward_only):
+                self._run_attack(state, a_index, name, attack, x, y, info)
         checks.update(square_check(state.clean, state.flags))
         checks["warnings"] = warnings_for(checks)
         if info.is_main and self.log_checks:

@@ -107,6 +107,9 @@ class Attack:
     """
 
     supports_targeted: bool = True
+    #: Makes forward passes only (score-based): AutoAttack runs it with channels-last weights on CPU, where
+    #: forward passes are faster in that layout and forward + backward ones are not.
+    forward_only: bool = False
     #: The threat-model norms the attack implements; a config naming it at another norm is refused when it is read.
     norms: tuple[str, ...] = NORMS
     #: Constructor settings no signature shows (forwarded through ``**options`` to an options model).

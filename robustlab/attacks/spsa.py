@@ -57,6 +57,8 @@ class SPSA(Attack):
     Forward passes only, under ``torch.no_grad``; ``chunk_size`` bounds how many directions are evaluated at once.
     """
 
+    forward_only = True
+
     def __init__(
         self,
         model: nn.Module,

@@ -113,6 +113,8 @@ class Square(Attack):
     ``resc_schedule`` rescales the window-size schedule to ``queries`` (AutoAttack passes False).
     """
 
+    forward_only = True
+
     def __init__(
         self,
         model: nn.Module,
