@@ -313,10 +313,10 @@ class AutoAttack:
         k = min(self.batch_size, len(x))
         checks = pre_attack_checks(self.model, x[:k], y[:k], state.clean[:k], version=self.version, attacks=built,
                                    threat=self.threat, seed=derive_seed(self.seed, "checks"))
+        layout = channels_last_helps(self.model, x) if self.channels_last is None else self.channels_last
         for a_index, (name, attack) in enumerate(built):
             if a_index < state.attack_index:
                 continue
-            layout = channels_last_helps(self.model, x) if self.channels_last is None else self.channels_last
             with channels_last(self.model, x[: min(self.batch_size, len(x), 64)],
                                enabled=layout and attack.forward_only):
                 self._run_attack(state, a_index, name, attack, x, y, info)
