@@ -16,7 +16,8 @@ non-robust model the later attacks get no points), ``alone`` runs each of its at
 point, with the standard settings and seeds, so each attack's overhead is measured on a full batch.
 
     .venv/bin/python benchmarks/perf/autoattack_floor.py [--run RUN] [--n 100] [--eps 0.3] [--norm linf]
-        [--modes chain alone] [--repeats 1] [--train-steps 300] [--out benchmarks/results/autoattack_floor.json]
+        [--modes chain alone] [--alone ATTACK ...] [--repeats 1] [--train-steps 300]
+        [--out benchmarks/results/autoattack_floor.json]
 
 Without ``--run`` the model is a small CNN trained for a few seconds (``--train-steps`` Adam steps, seed 0) on the
 MNIST training split; with ``--run`` it is the trained run's model (``load_trained_model``) and its test split.
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--norm", choices=tuple(REFERENCE_NORMS), default="linf",
                         help="threat norm; both run AutoAttack standard's settings for it")
     parser.add_argument("--modes", nargs="+", choices=("chain", "alone"), default=["chain", "alone"])
+    parser.add_argument("--alone", nargs="+", choices=STANDARD, default=STANDARD, help="attacks run alone")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median taken)")
     parser.add_argument("--train-steps", type=int, default=300, help="Adam steps of the default model")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (with --run: auto too)")
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["modes"]["chain"] = bench(model, x, y, threat, STANDARD, args.repeats)
     if "alone" in args.modes:
         xc, yc = x[correct], y[correct]
-        report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in STANDARD}
+        report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in args.alone}
     report["load_after"] = os.getloadavg()
     print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
           f"{'ours/ref':>9}")
