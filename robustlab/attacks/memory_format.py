@@ -29,12 +29,14 @@ def _four_d(model: nn.Module) -> list[Tensor]:
     return [t for t in chain(model.parameters(), model.buffers()) if t.dim() == 4]
 
 
+def _convertible(weights: list[Tensor]) -> bool:
+    """Some 4-D weights, all in the default layout (a model the user put in another layout is left as it is)."""
+    return bool(weights) and all(t.is_contiguous() for t in weights)
+
+
 def channels_last_helps(model: nn.Module, x: Tensor) -> bool:
-    """The default for ``channels_last=None``: CPU image batches through a model with 4-D weights, all in the default
-    layout (a model the user already put in another layout is left as it is)."""
-    weights = _four_d(model)
-    return (x.dim() == 4 and x.device.type == "cpu" and bool(weights)
-            and all(t.is_contiguous() for t in weights))
+    """The default for ``channels_last=None``: CPU image batches through a model whose 4-D weights can be converted."""
+    return x.dim() == 4 and x.device.type == "cpu" and _convertible(_four_d(model))
 
 
 def _set_layout(weights: list[Tensor], layout: torch.memory_format) -> None:
@@ -48,7 +50,7 @@ def channels_last(model: nn.Module, probe: Tensor, enabled: bool = True) -> Iter
     """Inside, the model's 4-D weights are channels-last (yields True) when ``enabled`` and the model gives the same
     logits on ``probe`` in both layouts; otherwise nothing changes (yields False, with the reason logged)."""
     weights = _four_d(model)
-    if not enabled or not weights or not all(t.is_contiguous() for t in weights):
+    if not enabled or not _convertible(weights):
         yield False  # nothing to convert, or a layout the user chose: left as it is
         return
     devices = [probe.device] if probe.device.type == "cuda" else []
