@@ -212,6 +212,24 @@ def test_projection_newton_rows_equal_sorted_rows(norm: str, monkeypatch: pytest
     assert 0 < left_to_sort[1] < 400 and left_to_sort[50] == 0, left_to_sort
 
 
+@pytest.mark.parametrize("newton_steps", [0, 8])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_float32_at_the_edge_of_reach(norm: str, newton_steps: int) -> None:
+    """In float32, with weights over six decades (L2 breakpoints up to ~1e6), a hyperplane just out of the box's
+    reach sends every coordinate to its edge and one just within it is reached, by either solve."""
+    gen = torch.Generator().manual_seed(1)
+    p = torch.rand(2000, 784, generator=gen)
+    w = torch.randn(2000, 784, generator=gen) * torch.logspace(-4, 2, 784)[torch.randperm(784, generator=gen)]
+    max_reach = (w.abs() * torch.where(w > 0, 1 - p, p)).sum(1)  # w . d at the far box corner
+    far = torch.where(w > 0, 1 - p, torch.where(w < 0, -p, 0.0))
+    out_of_reach = project_hyperplane_box(p, w, max_reach * (1 + 1e-4), norm, newton_steps=newton_steps)
+    torch.testing.assert_close(out_of_reach, far, rtol=0, atol=1e-6)
+    c = max_reach * (1 - 1e-4)
+    within = project_hyperplane_box(p, w, c, norm, newton_steps=newton_steps)
+    assert float((p + within).min()) >= 0.0 and float((p + within).max()) <= 1.0
+    torch.testing.assert_close((w.double() * within.double()).sum(1), c.double(), rtol=1e-5, atol=0)
+
+
 # --------------------------------------------------------------------------------------------- FAB on linear models
 
 
