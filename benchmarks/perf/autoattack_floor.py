@@ -5,9 +5,10 @@ through its output; those same passes are then replayed bare on the same points 
 ``torch.inference_mode``, the others as forward + cross-entropy + input gradient, parameters frozen): the floor no
 implementation making those passes can beat. pyautoattack 0.2.0 runs on the same model, points and wrapper (its own
 pass counts are reported too). Ours, the floor and the reference are interleaved within each repeat and medians are
-taken, so load hits all alike. An attack's time runs from its first pass to the next attack's (its final evaluation
-included, for both implementations); ``setup`` is what comes before the first attack (the clean pass and the checks
-on the defence). Our AutoAttack runs its forward-only attacks (Square) with channels-last weights on CPU image batches
+taken, so load hits all alike; each time is kept as wall time and as the process's CPU time (the steadier of the two
+on a loaded machine). An attack's time runs from its first pass to the next attack's (its final evaluation included,
+for both implementations); ``setup`` is what comes before the first attack (the clean pass and the checks on the
+defence). Our AutoAttack runs its forward-only attacks (Square) with channels-last weights on CPU image batches
 (``channels_last`` in the JSON), so our floor of those is replayed in that layout and the reference's
 (``floor_default_layout``) in the default one: each implementation is divided by the floor of its passes as made.
 
@@ -33,7 +34,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,18 @@ REF_ATTRIBUTE = {"apgd-ce": "apgd", "apgd-t": "apgd_targeted", "fab-t": "fab", "
 REFERENCE_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # the reference's names of the norms
 
 
+class Clock(NamedTuple):
+    """Wall seconds and this process's CPU seconds: with one thread the CPU time is the work done, which load from
+    other processes on the machine inflates far less than the wall time."""
+
+    wall: float
+    cpu: float
+
+
+def clock() -> Clock:
+    return Clock(time.perf_counter(), time.process_time())
+
+
 class CountingModel(nn.Module):
     """Pass-through wrapper recording, per phase, each forward's batch size and the backward passes through it."""
 
@@ -61,16 +74,16 @@ class CountingModel(nn.Module):
         self.inner = model
         self.phase = "setup"
         self.calls: dict[str, list[list[int]]] = {}
-        self.starts: list[tuple[str, float]] = []
+        self.starts: list[tuple[str, Clock]] = []
 
     def enter(self, phase: str) -> None:
         """Start a phase (an attack): later passes are counted for it, and its start time is kept."""
         if phase != self.phase:
             self.phase = phase
-            self.starts.append((phase, time.perf_counter()))
+            self.starts.append((phase, clock()))
 
     def reset(self) -> None:
-        self.phase, self.calls, self.starts = "setup", {}, [("setup", time.perf_counter())]
+        self.phase, self.calls, self.starts = "setup", {}, [("setup", clock())]
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.inner(x)
@@ -80,11 +93,12 @@ class CountingModel(nn.Module):
             out.register_hook(lambda g, r=record: r.__setitem__(1, r[1] + 1))
         return out
 
-    def phase_seconds(self, end: float) -> dict[str, float]:
-        """Seconds from each phase's first start to the next phase's start (the last one to ``end``)."""
-        out: dict[str, float] = {}
+    def phase_seconds(self, end: Clock) -> dict[str, Clock]:
+        """Wall and CPU seconds from each phase's start to the next phase's start (the last one to ``end``)."""
+        out: dict[str, Clock] = {}
         for (name, start), (_, stop) in zip(self.starts, [*self.starts[1:], ("end", end)], strict=True):
-            out[name] = out.get(name, 0.0) + stop - start
+            so_far = out.get(name, Clock(0.0, 0.0))
+            out[name] = Clock(so_far.wall + stop.wall - start.wall, so_far.cpu + stop.cpu - start.cpu)
         return out
 
 
@@ -94,9 +108,9 @@ def summary(calls: list[list[int]]) -> dict[str, int]:
             "backward": sum(b for _, b in calls), "points_forward": sum(n for n, _ in calls)}
 
 
-def replay(model: nn.Module, calls: list[list[int]], x: Tensor, y: Tensor) -> float:
-    """Seconds of the same passes made bare on the first points of ``x``: the floor of one phase."""
-    start = time.perf_counter()
+def replay(model: nn.Module, calls: list[list[int]], x: Tensor, y: Tensor) -> Clock:
+    """Wall and CPU seconds of the same passes made bare on the first points of ``x``: the floor of one phase."""
+    start = clock()
     with attack_mode(model):
         for n, backwards in calls:
             if not backwards:
@@ -107,7 +121,8 @@ def replay(model: nn.Module, calls: list[list[int]], x: Tensor, y: Tensor) -> fl
             loss = F.cross_entropy(model(x_req), y[:n], reduction="sum")
             for k in range(backwards):
                 torch.autograd.grad(loss, x_req, retain_graph=k < backwards - 1)
-    return time.perf_counter() - start
+    end = clock()
+    return Clock(end.wall - start.wall, end.cpu - start.cpu)
 
 
 class _PhasedAutoAttack(AutoAttack):
@@ -131,7 +146,7 @@ def run_ours(counter: CountingModel, x: Tensor, y: Tensor, threat: ThreatModel, 
     aa.counter = counter
     counter.reset()
     result = aa.run(x, y)
-    seconds = counter.phase_seconds(time.perf_counter())
+    seconds = counter.phase_seconds(clock())
     return {"robust": result.robust_mask, "seconds": seconds, "calls": counter.calls}
 
 
@@ -149,7 +164,7 @@ def run_reference(counter: CountingModel, x: Tensor, y: Tensor, threat: ThreatMo
         obj.perturb = _entering(counter, name, obj.perturb)
     counter.reset()
     x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=len(x))
-    seconds = counter.phase_seconds(time.perf_counter())
+    seconds = counter.phase_seconds(clock())
     with torch.no_grad():
         robust = counter.inner(x_adv).argmax(1) == y
     return {"robust": robust, "seconds": seconds, "calls": counter.calls}
@@ -190,7 +205,7 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
     """Interleaved ours / floor / reference, ``repeats`` times; per attack the median seconds and the ratios."""
     counter = CountingModel(model)
     phases = ["setup", *attacks]  # setup: the clean pass and the checks on the defence before the attacks
-    times: dict[str, dict[str, list[float]]] = {
+    times: dict[str, dict[str, list[Clock]]] = {
         a: {"ours": [], "floor": [], "floor_default_layout": [], "reference": []} for a in phases}
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
@@ -204,27 +219,30 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
             times[a]["floor_default_layout"].append(replay(model, ours["calls"].get(a, []), x, y))
         ref = run_reference(counter, x, y, threat, attacks)
         for a in phases:
-            times[a]["ours"].append(ours["seconds"].get(a, 0.0))
-            times[a]["reference"].append(ref["seconds"].get(a, 0.0))
+            times[a]["ours"].append(ours["seconds"].get(a, Clock(0.0, 0.0)))
+            times[a]["reference"].append(ref["seconds"].get(a, Clock(0.0, 0.0)))
     out: dict[str, Any] = {"robust_accuracy": {"ours": float(ours["robust"].float().mean()),
                                                "reference": float(ref["robust"].float().mean())},
                            "same_flags": bool((ours["robust"] == ref["robust"]).all()),
                            "channels_last": channels_last_used, "attacks": {}}
     for a in phases:
-        med = {k: statistics.median(v) for k, v in times[a].items()}
         calls = ours["calls"].get(a, [])
         points = max((n for n, _ in calls), default=0)  # the batch; its first pass is a 1-point probe
-        if not points:  # nothing left to attack
-            med = {k: 0.0 for k in med}
-        out["attacks"][a] = {
-            "points": points, "median_s": med,
-            "ours_over_floor": med["ours"] / med["floor"] if med["floor"] else None,
-            "reference_over_floor": (med["reference"] / med["floor_default_layout"]
-                                     if med["floor_default_layout"] else None),
-            "ours_over_reference": med["ours"] / med["reference"] if med["reference"] else None,
-            "passes": summary(calls), "reference_passes": summary(ref["calls"].get(a, [])),
-        }
+        out["attacks"][a] = {"points": points, "passes": summary(calls),
+                             "reference_passes": summary(ref["calls"].get(a, []))}
+        for kind, suffix in (("wall", ""), ("cpu", "_cpu")):
+            med = {k: statistics.median(getattr(c, kind) for c in v) if points else 0.0 for k, v in times[a].items()}
+            out["attacks"][a] |= {
+                f"median{suffix}_s": med,
+                f"ours_over_floor{suffix}": _ratio(med["ours"], med["floor"]),
+                f"reference_over_floor{suffix}": _ratio(med["reference"], med["floor_default_layout"]),
+                f"ours_over_reference{suffix}": _ratio(med["ours"], med["reference"]),
+            }
     return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -269,14 +287,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in args.alone}
     report["load_after"] = os.getloadavg()
     print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
-          f"{'ours/ref':>9}")
+          f"{'ours/ref':>9}   CPU time: {'ours/floor':>10}{'ref/floor':>10}{'ours/ref':>9}")
     for mode, res in report["modes"].items():
         rows = (list(res["attacks"].items()) if mode == "chain" else
                 [(f"{a}/{p}" if p == "setup" else a, r["attacks"][p]) for a, r in res.items() for p in r["attacks"]])
         for a, r in rows:
             m = r["median_s"]
             print(f"{mode:<7}{a:<15}{r['points']:>7}{m['ours']:>9.3f}{m['floor']:>9.3f}{_fmt(r['ours_over_floor']):>11}"
-                  f"{_fmt(r['reference_over_floor']):>10}{_fmt(r['ours_over_reference']):>9}")
+                  f"{_fmt(r['reference_over_floor']):>10}{_fmt(r['ours_over_reference']):>9}             "
+                  f"{_fmt(r['ours_over_floor_cpu']):>10}{_fmt(r['reference_over_floor_cpu']):>10}"
+                  f"{_fmt(r['ours_over_reference_cpu']):>9}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
