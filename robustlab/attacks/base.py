@@ -52,9 +52,7 @@ def input_gradient(
     """
     if eot_samples < 1:
         raise InputError(f"eot_samples must be >= 1, got {eot_samples}")
-    grad_sum = torch.zeros_like(x)
-    obj_sum = x.new_zeros(x.shape[0])
-    logits_sum: Tensor | None = None
+    sums: list[Tensor] = []  # gradient, objective, logits, summed over the EoT samples
     for _ in range(eot_samples):
         x_req = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -68,11 +66,14 @@ def input_gradient(
                     "output): a gradient attack cannot run on it. Attack a differentiable view of the model (for "
                     "CARSO: surrogate: logit) or approximate the non-differentiable part with BPDA")
             (grad,) = torch.autograd.grad(objective.sum(), x_req)
-        grad_sum += grad
-        obj_sum += objective.detach()
-        logits_sum = logits.detach().float() if logits_sum is None else logits_sum + logits.detach().float()
-    assert logits_sum is not None
-    return grad_sum / eot_samples, obj_sum / eot_samples, logits_sum / eot_samples
+        sample = (grad, objective.detach().to(x.dtype), logits.detach().float())
+        sums = list(sample) if not sums else [total + t for total, t in zip(sums, sample, strict=True)]
+    if eot_samples == 1:  # one pass: nothing to average, so no copy on the attacks' hot path...
+        grad = sums[0]
+        if not (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)):
+            grad = grad.contiguous()  # ...unless autograd gave a broadcast view, which callers may not write into
+        return grad, sums[1], sums[2]
+    return sums[0] / eot_samples, sums[1] / eot_samples, sums[2] / eot_samples
 
 
 def check_norm(cls: type[Attack], norm: str) -> None:
