@@ -238,6 +238,12 @@ def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: 
                 f"reference_over_floor{suffix}": _ratio(med["reference"], med["floor_default_layout"]),
                 f"ours_over_reference{suffix}": _ratio(med["ours"], med["reference"]),
             }
+        if points:  # each repeat's own ratio (its runs were adjacent in time): the median and the range
+            paired = {name: sorted(t.cpu / f.cpu for t, f in zip(times[a][num], times[a][den], strict=True))
+                      for name, num, den in (("ours_over_floor", "ours", "floor"),
+                                             ("reference_over_floor", "reference", "floor_default_layout"))}
+            out["attacks"][a]["paired_cpu"] = {k: {"median": statistics.median(v), "min": v[0], "max": v[-1]}
+                                               for k, v in paired.items()}
     return out
 
 
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in args.alone}
     report["load_after"] = os.getloadavg()
     print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
-          f"{'ours/ref':>9}   CPU time: {'ours/floor':>10}{'ref/floor':>10}{'ours/ref':>9}")
+          f"{'ours/ref':>9}   CPU time: {'ours/floor':>10}{'ref/floor':>10}{'ours/ref':>9}   paired ours/floor")
     for mode, res in report["modes"].items():
         rows = (list(res["attacks"].items()) if mode == "chain" else
                 [(f"{a}/{p}" if p == "setup" else a, r["attacks"][p]) for a, r in res.items() for p in r["attacks"]])
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{mode:<7}{a:<15}{r['points']:>7}{m['ours']:>9.3f}{m['floor']:>9.3f}{_fmt(r['ours_over_floor']):>11}"
                   f"{_fmt(r['reference_over_floor']):>10}{_fmt(r['ours_over_reference']):>9}             "
                   f"{_fmt(r['ours_over_floor_cpu']):>10}{_fmt(r['reference_over_floor_cpu']):>10}"
-                  f"{_fmt(r['ours_over_reference_cpu']):>9}")
+                  f"{_fmt(r['ours_over_reference_cpu']):>9}   {_span(r.get('paired_cpu', {}).get('ours_over_floor'))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
@@ -305,6 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _fmt(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _span(paired: dict[str, float] | None) -> str:
+    return "-" if paired is None else f"{paired['median']:.3f}x ({paired['min']:.3f}-{paired['max']:.3f})"
 
 
 if __name__ == "__main__":
