@@ -199,19 +199,26 @@ class Square(Attack):
         }[self.threat.norm]
         x_best = init(x, draws)
         margin, loss = self._margin_and_loss(x_best, label, targeted)
+        # the points still searched, kept compact: they change only when one falls, not at every query
+        idx = (margin > 0).nonzero().squeeze(1)
+        x_c, xb_c, label_c, margin_c, loss_c = x[idx], x_best[idx], label[idx], margin[idx], loss[idx]
         for it in range(self.queries):
-            idx = (margin > 0).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            x_c, xb_c = x[idx], x_best[idx]
             x_new = step(x_c, xb_c, self._p(it), draws)
-            margin_new, loss_new = self._margin_and_loss(x_new, label[idx], targeted)
-            loss_c = loss[idx]
+            margin_new, loss_new = self._margin_and_loss(x_new, label_c, targeted)
             lower = loss_new < loss_c
             improved = lower | (margin_new <= 0)
-            loss.index_copy_(0, idx, torch.where(lower, loss_new, loss_c))
-            margin.index_copy_(0, idx, torch.where(improved, margin_new, margin[idx]))
-            x_best.index_copy_(0, idx, torch.where(_sample_view(improved), x_new, xb_c))
+            loss_c = torch.where(lower, loss_new, loss_c)
+            margin_c = torch.where(improved, margin_new, margin_c)
+            xb_c = torch.where(_sample_view(improved), x_new, xb_c)
+            fell = ~(margin_c > 0)
+            if bool(fell.any()):  # write the fallen points back and search on without them
+                x_best[idx], margin[idx] = xb_c, margin_c
+                keep = ~fell
+                idx, x_c, xb_c, label_c, margin_c, loss_c = (
+                    idx[keep], x_c[keep], xb_c[keep], label_c[keep], margin_c[keep], loss_c[keep])
+        x_best[idx], margin[idx] = xb_c, margin_c
         return x_best, margin
 
     # ----------------------------------------------------------------------------------------- L-inf
