@@ -22,7 +22,7 @@ def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
     """Carlini-Wagner margin: best other logit minus the logit of class y (positive once misclassified)."""
     logits = logits.float()
     true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
     return other - true
 
 
