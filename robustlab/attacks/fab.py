@@ -71,7 +71,8 @@ def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor) -> Tensor:
 
 def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str, *, newton_steps: int = _NEWTON_STEPS
                            ) -> Tensor:
-    """Minimal-norm step ``d`` (L-inf, L2 or L1) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
+    """Minimal-norm step ``d`` (L-inf, L2 or L1) with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs
+    with ``p`` in [0, 1].
 
     With the box, the optimum is ``d_i = sign(w_i) min(s k_i, room_i)`` (``k_i = 1`` for L-inf, ``|w_i|`` for L2);
     ``w . d`` is piecewise linear, concave and increasing in ``s``, so ``s`` is found exactly: by Newton's method
