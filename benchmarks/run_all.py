@@ -35,10 +35,12 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "udr_soft_ball_stats": ("checks/udr_soft_ball_stats.py", []),
     "l1_vs_reference": ("checks/l1_vs_reference.py", []),
     "autoattack_floor": ("perf/autoattack_floor.py", []),
-    # the committed results of these two are on the demo model (--run); make bench writes the tiny CNN's beside them
+    # the committed results of these are on the demo model (--run); make bench writes the tiny CNN's beside them
     "fab_projection": ("perf/fab_projection.py", ["--out", "benchmarks/results/fab_projection_tiny_cnn.json"]),
     "channels_last_passes": ("perf/channels_last_passes.py",
                              ["--out", "benchmarks/results/channels_last_passes_tiny_cnn.json"]),
+    "autoattack_own_work": ("perf/autoattack_own_work.py",
+                            ["--out", "benchmarks/results/autoattack_own_work_tiny_cnn.json"]),
 }
 # need a trained run folder as their first argument
 NEEDS_RUN: dict[str, str] = {
