@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                              ["--out", "benchmarks/results/channels_last_passes_tiny_cnn.json"]),
     "autoattack_own_work": ("perf/autoattack_own_work.py",
                             ["--out", "benchmarks/results/autoattack_own_work_tiny_cnn.json"]),
+    "batch_scaling": ("perf/batch_scaling.py", ["--out", "benchmarks/results/batch_scaling_tiny_cnn.json"]),
 }
 # need a trained run folder as their first argument
 NEEDS_RUN: dict[str, str] = {
