@@ -214,7 +214,7 @@ class Square(Attack):
             xb_c = torch.where(_sample_view(improved), x_new, xb_c)
             fell = ~(margin_c > 0)
             if bool(fell.any()):  # write the fallen points back and search on without them
-                x_best[idx], margin[idx] = xb_c, margin_c
+                x_best[idx[fell]], margin[idx[fell]] = xb_c[fell], margin_c[fell]
                 keep = ~fell
                 idx, x_c, xb_c, label_c, margin_c, loss_c = (
                     idx[keep], x_c[keep], xb_c[keep], label_c[keep], margin_c[keep], loss_c[keep])
