@@ -17,6 +17,7 @@ follows the reference's search step for step. Failed samples return the point wi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -74,6 +75,14 @@ def _rectangles(rows: int, cols: int, power: int) -> Tensor:
     return delta / _unit(delta, power)
 
 
+@functools.lru_cache(maxsize=256)
+def _blob_pattern(s: int, power: int) -> Tensor:
+    """The s x s window pattern before its random orientation, computed once per size: an L2 or L1 query would
+    otherwise rebuild it, a loop over nested rectangles, at every query. Callers must not write into it."""
+    delta = torch.cat((_rectangles(s // 2, s, power), -_rectangles(s - s // 2, s, power)))
+    return delta / _unit(delta, power)
+
+
 def _unit(delta: Tensor, power: int) -> Tensor:
     """The pattern's L2 norm (power 2) or L1 norm (power 4), never exactly zero."""
     total = (delta**2).sum().sqrt() if power == 2 else delta.abs().sum()
@@ -98,8 +107,7 @@ class _Draws:
 
     def blob(self, s: int, power: int) -> Tensor:
         """The reference's window pattern: +rectangles on one half, -rectangles on the other, random orientation."""
-        delta = torch.cat((_rectangles(s // 2, s, power), -_rectangles(s - s // 2, s, power)))
-        delta = delta / _unit(delta, power)
+        delta = _blob_pattern(s, power)
         if bool(torch.rand(1, generator=self.gen) > 0.5):
             delta = delta.T
         return delta.to(device=self.device, dtype=self.dtype)
