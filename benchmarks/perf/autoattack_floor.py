@@ -63,6 +63,7 @@ class Clock(NamedTuple):
 
 
 def clock() -> Clock:
+    """Now, on both clocks."""
     return Clock(time.perf_counter(), time.process_time())
 
 
