@@ -298,8 +298,11 @@ class APGD(Attack):
         for i in range(steps):
             flat = grad.reshape(n, -1)
             kth = ((1.0 - topk) * n_fts).clamp(0, n_fts - 1).long()  # threshold rank in the ascending |g| order
-            thresh = flat.abs().sort(dim=1).values[rows, kth]
-            direction = flat.sign() * (flat.abs() >= thresh[:, None])
+            magnitude = flat.abs()
+            # the value at ascending rank kth is the (n_fts - kth)-th largest: only the largest few need ordering
+            largest = magnitude.topk(int((n_fts - kth).max()), dim=1).values
+            thresh = largest[rows, n_fts - 1 - kth]
+            direction = flat.sign() * (magnitude >= thresh[:, None])
             direction = direction / (direction.abs().sum(dim=1, keepdim=True) + 1e-10)
             x_adv = threat.project(x_adv + _per_sample(step, x) * direction.view_as(x), x)
             grad, loss, logits = self.gradient(x_adv, label)
