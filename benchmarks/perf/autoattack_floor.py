@@ -27,7 +27,6 @@ MNIST training split; with ``--run`` it is the trained run's model (``load_train
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -46,6 +45,7 @@ from robustlab.attacks.memory_format import channels_last, channels_last_helps
 from robustlab.attacks.registry import get_attack_class
 from robustlab.core.threat import ThreatModel
 from robustlab.data import load_dataset
+from robustlab.io.atomic import atomic_write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "autoattack_floor.json"
 STANDARD = ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -201,6 +201,28 @@ def trained_tiny_cnn(steps: int) -> nn.Module:
     return model.eval()
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--run`` and ``--which``: the model under test (these benchmarks share the choice)."""
+    parser.add_argument("--run", type=Path, help="a trained run folder (default: a small CNN trained here)")
+    parser.add_argument("--which", default="best", help="checkpoint of --run")
+
+
+def benchmark_model(run: Path | None, which: str, device: str, train_steps: int = 300) -> tuple[nn.Module, str, str]:
+    """The model under test, its dataset and its label: the run's trained model, else the small CNN trained here."""
+    if run is not None:
+        from robustlab.runs.loading import load_trained_model
+
+        model, meta = load_trained_model(run, which, device)
+        return model, meta["dataset"], str(run)
+    return trained_tiny_cnn(train_steps).to(device), "mnist", "tiny-cnn"
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the JSON result atomically and say where."""
+    atomic_write_json(path, report)
+    print(f"wrote {path}")
+
+
 def bench(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[str],
           repeats: int) -> dict[str, Any]:
     """Interleaved ours / floor / reference, ``repeats`` times; per attack the median seconds and the ratios."""
@@ -254,8 +276,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a trained run folder (default: a small CNN trained here)")
-    parser.add_argument("--which", default="best", help="checkpoint of --run")
+    add_model_arguments(parser)
     parser.add_argument("--n", type=int, default=100, help="test points")
     parser.add_argument("--eps", type=float, default=0.3, help="radius in --norm")
     parser.add_argument("--norm", choices=tuple(REFERENCE_NORMS), default="linf",
@@ -268,13 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    if args.run is not None:
-        from robustlab.runs.loading import load_trained_model
-
-        model, meta = load_trained_model(args.run, args.which, args.device)
-        dataset, label = meta["dataset"], str(args.run)
-    else:
-        model, dataset, label = trained_tiny_cnn(args.train_steps).to(args.device), "mnist", "tiny-cnn"
+    model, dataset, label = benchmark_model(args.run, args.which, args.device, args.train_steps)
     device = next(model.parameters()).device
     threat = ThreatModel(args.norm, args.eps)
     test = load_dataset(dataset, "test")
@@ -304,9 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{_fmt(r['reference_over_floor']):>10}{_fmt(r['ours_over_reference']):>9}             "
                   f"{_fmt(r['ours_over_floor_cpu']):>10}{_fmt(r['reference_over_floor_cpu']):>10}"
                   f"{_fmt(r['ours_over_reference_cpu']):>9}   {_span(r.get('paired_cpu', {}).get('ours_over_floor'))}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -19,7 +19,6 @@ Without ``--run`` the real model is autoattack_floor.py's small CNN trained for 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,14 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autoattack_floor import REFERENCE_NORMS, STANDARD, replay, trained_tiny_cnn  # noqa: E402
+from autoattack_floor import (  # noqa: E402
+    REFERENCE_NORMS,
+    STANDARD,
+    add_model_arguments,
+    benchmark_model,
+    replay,
+    write_report,
+)
 
 from robustlab.attacks.autoattack import AutoAttack  # noqa: E402
 from robustlab.attacks.memory_format import channels_last, channels_last_helps  # noqa: E402
@@ -76,8 +82,7 @@ def seconds_per_call(fn: Any, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a trained run folder (default: a small CNN trained here)")
-    parser.add_argument("--which", default="best", help="checkpoint of --run")
+    add_model_arguments(parser)
     parser.add_argument("--n", type=int, default=29, help="points per batch")
     parser.add_argument("--eps", type=float, default=0.3, help="radius in --norm")
     parser.add_argument("--norm", choices=tuple(REFERENCE_NORMS), default="linf")
@@ -86,13 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    if args.run is not None:
-        from robustlab.runs.loading import load_trained_model
-
-        model, meta = load_trained_model(args.run, args.which, "cpu")
-        dataset, label = meta["dataset"], str(args.run)
-    else:
-        model, dataset, label = trained_tiny_cnn(300), "mnist", "tiny-cnn"
+    model, dataset, label = benchmark_model(args.run, args.which, "cpu")
     threat = ThreatModel(args.norm, args.eps)
     test = load_dataset(dataset, "test")
     x, y = test.float_images(range(args.n)), test.labels[: args.n]
@@ -127,9 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    "ratio_by_own_work": 1 + own / floor}
         print(f"{name:<9}{steps:>7}{own * 1e3:>13.3f}{floor * 1e3:>15.3f}{1 + own / floor:>14.3f}x")
     report["load_after"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -15,7 +15,6 @@ autoattack_floor.py's small CNN trained for a few seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autoattack_floor import replay, trained_tiny_cnn  # noqa: E402
+from autoattack_floor import add_model_arguments, benchmark_model, replay, write_report  # noqa: E402
 
 from robustlab.data import load_dataset  # noqa: E402
 
@@ -36,8 +35,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "batch_scaling.j
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a trained run folder (default: a small CNN trained here)")
-    parser.add_argument("--which", default="best", help="checkpoint of --run")
+    add_model_arguments(parser)
     parser.add_argument("--batches", nargs="+", type=int, default=[29, 87, 261])
     parser.add_argument("--points", type=int, default=783, help="points passed per batch size (a multiple of each)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -47,13 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if any(args.points % b for b in args.batches):
         parser.error(f"--points {args.points} must be a multiple of every batch size {args.batches}")
 
-    if args.run is not None:
-        from robustlab.runs.loading import load_trained_model
-
-        model, meta = load_trained_model(args.run, args.which, args.device)
-        dataset, label = meta["dataset"], str(args.run)
-    else:
-        model, dataset, label = trained_tiny_cnn(300).to(args.device), "mnist", "tiny-cnn"
+    model, dataset, label = benchmark_model(args.run, args.which, args.device)
     test = load_dataset(dataset, "test")
     largest = max(args.batches)
     x, y = test.float_images(range(largest)).to(args.device), test.labels[:largest].to(args.device)
@@ -75,9 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'batch':>6}{'ms / point':>12}{'vs batch ' + str(smallest):>15}")
     for b in args.batches:
         print(f"{b:>6}{per_point[b] * 1e3:>12.4f}{per_point[b] / per_point[smallest]:>14.3f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 
