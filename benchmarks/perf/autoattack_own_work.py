@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--attacks", nargs="+", choices=STANDARD, default=STANDARD)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.n < 1 or args.repeats < 1:
+        parser.error("--n and --repeats must be >= 1")
 
     model, dataset, label = benchmark_model(args.run, args.which, "cpu")
     threat = ThreatModel(args.norm, args.eps)

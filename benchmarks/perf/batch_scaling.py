@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if min(args.batches) < 1 or args.points < 1 or args.repeats < 1:
+        parser.error("--batches, --points and --repeats must be >= 1")
     if any(args.points % b for b in args.batches):
         parser.error(f"--points {args.points} must be a multiple of every batch size {args.batches}")
 
