@@ -55,6 +55,28 @@ def test_l1_box_projection_matches_brute_force() -> None:
         assert ((x + ours) >= 0).all() and ((x + ours) <= 1).all()
 
 
+def test_l1_box_projection_of_sparse_rows_in_one_batch() -> None:
+    """Rows of different sparsity in one batch (each solved on its live coordinates, padded to the densest row's
+    count), with coordinates whose box room is zero, equal the bisection solution row by row."""
+    g = torch.Generator().manual_seed(3)
+    n, dim = 120, 40
+    x = torch.rand(n, dim, generator=g, dtype=torch.float64)
+    x = torch.where(torch.rand(n, dim, generator=g) < 0.3, torch.randint(0, 2, (n, dim), generator=g).double(), x)
+    keep = torch.rand(n, dim, generator=g) < torch.linspace(0.02, 0.6, n, dtype=torch.float64)[:, None]
+    d = torch.randn(n, dim, generator=g, dtype=torch.float64) * keep
+    eps = 0.5 + 2 * torch.rand(n, generator=g, dtype=torch.float64)
+    # the densest row: 30 live coordinates, all still nonzero at the solution (none may be left out)
+    x[0], d[0], eps[0] = 0.5, torch.where(torch.arange(dim) < 30, 0.3, 0.0).double(), 0.25 * 30
+    # more nonzero coordinates than that, 35 of them without room (d < 0 at x = 0): only the 5 others count
+    x[1], d[1], eps[1] = torch.where(torch.arange(dim) < 35, 0.0, 0.5).double(), -5.0, 0.5
+    d[1, 35:] = 0.2
+    ours = project_l1_box(d, x, eps)
+    for i in range(n):
+        torch.testing.assert_close(ours[i], _bisection(d[i], x[i], float(eps[i])), atol=1e-9, rtol=0)
+    assert ours.abs().sum(dim=1).le(eps + 1e-9).all()
+    torch.testing.assert_close(project_l1_box(torch.zeros_like(d), x, eps), torch.zeros_like(d))
+
+
 def test_l1_box_projection_beats_ball_then_clip() -> None:
     """Ball-then-box is feasible but never closer, and strictly farther when the box cuts: the old projection."""
     g = torch.Generator().manual_seed(1)

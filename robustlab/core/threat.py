@@ -75,16 +75,38 @@ def project_l1_box(delta: Tensor, x: Tensor, eps: Tensor | float) -> Tensor:
     Projecting onto the ball and then clipping to the box is not the projection onto their intersection (and wastes
     budget on coordinates the box cuts). The solution is ``sign(d_i) clip(|d_i| - lam, 0, u_i)`` with ``u_i`` the room
     the box leaves along ``sign(d_i)`` and ``lam >= 0`` the smallest value keeping the L1 norm <= eps (Croce & Hein
-    2021, "Mind the box"). The norm is piecewise linear and non-increasing in ``lam`` with breakpoints
-    ``|d_i| - u_i`` and ``|d_i|``: sorting them gives ``lam`` exactly (the reference bisects over the same list).
+    2021, "Mind the box"). Only coordinates with ``|d_i| > 0`` and ``u_i > 0`` can contribute to the norm at any
+    ``lam >= 0``; APGD-L1's iterates are sparse, so the threshold is solved on those alone (:func:`_l1_box_threshold`).
     """
     flat, xf = _flat(delta), _flat(x)
-    n = flat.shape[0]
+    n, dim = flat.shape
     work = torch.float32 if flat.device.type == "mps" else torch.float64  # the breakpoint sums need the precision
-    d, xw = flat.to(work), xf.to(work)
     eps_t = torch.as_tensor(eps, dtype=work, device=flat.device).expand(n)
+    reach = torch.minimum(flat.abs(), torch.where(flat >= 0, 1 - xf, xf))  # > 0: the coordinate can be nonzero
+    most = int((reach > 0).sum(dim=1).max()) if n else 0
+    if most == 0:
+        return torch.zeros_like(delta)
+    index = None
+    if most < dim:  # each row's live coordinates, padded with others (whose a = 0 or room = 0 moves no breakpoint)
+        index = reach.topk(most, dim=1, sorted=False).indices
+        d, xw = flat.gather(1, index).to(work), xf.gather(1, index).to(work)
+    else:
+        d, xw = flat.to(work), xf.to(work)
     a = d.abs()
     room = torch.where(d >= 0, 1.0 - xw, xw).clamp_min(0.0)
+    lam = _l1_box_threshold(a, room, eps_t)
+    out = (d.sign() * torch.minimum((a - lam).clamp_min(0.0), room)).to(delta.dtype)
+    if index is not None:  # every coordinate left out projects to 0
+        out = torch.zeros_like(flat).scatter_(1, index, out)
+    return out.view_as(delta)
+
+
+def _l1_box_threshold(a: Tensor, room: Tensor, eps_t: Tensor) -> Tensor:
+    """Per row the smallest ``lam >= 0`` with ``sum clip(a - lam, 0, room) <= eps``, shape (N, 1).
+
+    The sum is piecewise linear and non-increasing in ``lam`` with breakpoints ``a - room`` and ``a``: sorting them
+    gives ``lam`` exactly (the reference bisects over the same list).
+    """
     points = torch.cat((a - room, a), dim=1)
     slope_change = torch.cat((-torch.ones_like(a), torch.ones_like(a)), dim=1)
     points, order = points.sort(dim=1)
@@ -95,9 +117,7 @@ def project_l1_box(delta: Tensor, x: Tensor, eps: Tensor | float) -> Tensor:
     j = (values > eps_t[:, None]).sum(dim=1).clamp(1, points.shape[1] - 1) - 1  # last breakpoint above eps
     lam = points.gather(1, j[:, None]) + (values.gather(1, j[:, None]) - eps_t[:, None]) / (
         -slope.gather(1, j[:, None])).clamp_min(1.0)
-    lam = lam.clamp_min(0.0)  # the clipped point already lies in the ball: no shrinkage
-    out = d.sign() * torch.minimum((a - lam).clamp_min(0.0), room)
-    return out.to(delta.dtype).view_as(delta)
+    return lam.clamp_min(0.0)  # the clipped point already lies in the ball: no shrinkage
 
 
 @dataclass(frozen=True)
