@@ -146,6 +146,22 @@ def test_l1_box_projection_is_the_reference_l1_projection(scale: float, eps: flo
     assert bool((r[inside] == 0).all()), "a point already in ball and box does not move"
 
 
+def test_l1_box_projection_is_the_reference_on_mixed_batches() -> None:
+    """Batches where some rows already lie in the ball after the box step and others need the search (only those are
+    sorted), with tied magnitudes: every row equals the reference's bit for bit."""
+    gen = torch.Generator().manual_seed(2)
+    for trial in range(20):
+        x = torch.rand(12, 1, 6, 6, generator=gen)
+        x[:3] = (x[:3] < 0.5).float()
+        tied = torch.randint(-4, 5, x.shape, generator=gen).float() / 8  # many equal magnitudes
+        delta = torch.where(torch.rand(x.shape, generator=gen) < 0.5, tied, torch.randn(x.shape, generator=gen))
+        delta = delta * (torch.rand(x.shape, generator=gen) < 0.6) * torch.linspace(0.05, 1.5, 12).view(12, 1, 1, 1)
+        eps = 2.0 + trial / 4
+        outside = (delta.flatten(1).abs().sum(1) - (x + delta - (x + delta).clamp(0, 1)).flatten(1).abs().sum(1)) > eps
+        assert 0 < int(outside.sum()) < 12, "the batch mixes rows inside and outside the ball"
+        assert torch.equal(l1_box_projection(x, delta, eps), L1_projection(x, delta, eps))
+
+
 def test_l1_box_projection_keeps_float64() -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(4, 1, 5, 5, generator=gen, dtype=torch.float64)

@@ -31,24 +31,23 @@ def l1_box_projection(x: Tensor, delta: Tensor, eps: float) -> Tensor:
     upper = torch.minimum(1 - xf - yf, xf + yf).clamp(max=0.0)  # <= 0: the move that brings x + delta into the box
     lower = -yf.abs()  # the move that brings the coordinate back to x
     out = upper.clone()
-
-    bs, order = torch.sort(-torch.cat((upper, lower), 1), dim=1)
-    bs2 = torch.cat((bs[:, 1:], bs.new_zeros(n, 1)), 1)
-    slope = (2 * (order < d).to(dtype) - 1).cumsum(dim=1)
     s1 = -upper.sum(dim=1)
     slack = eps - yf.abs().sum(dim=1)
     rows = (s1 + slack < 0).nonzero().squeeze(1)  # still outside the ball after the box step
-    cum = s1[:, None] + torch.cumsum((bs2 - bs) * slope, dim=1)
-
-    if rows.numel() > 0:
+    if rows.numel() > 0:  # the breakpoints are sorted for these rows only (Square's are mostly inside already)
+        upper, lower, s1, slack = upper[rows], lower[rows], s1[rows], slack[rows]
+        bs, order = torch.sort(-torch.cat((upper, lower), 1), dim=1)
+        bs2 = torch.cat((bs[:, 1:], bs.new_zeros(rows.numel(), 1)), 1)
+        slope = (2 * (order < d).to(dtype) - 1).cumsum(dim=1)
+        cum = s1[:, None] + torch.cumsum((bs2 - bs) * slope, dim=1)
         lb = torch.zeros(rows.numel(), dtype=dtype, device=x.device)
         ub = torch.full_like(lb, 2 * d - 1)
         for _ in range(math.ceil(math.log2(2 * d))):
             mid = torch.floor((lb + ub) / 2)
-            below = cum[rows, mid.long()] + slack[rows] < 0
+            below = cum.gather(1, mid.long()[:, None]).squeeze(1) + slack < 0
             lb = torch.where(below, mid, lb)
             ub = torch.where(below, ub, mid)
-        k = lb.long()
-        alpha = (-cum[rows, k] - slack[rows]) / slope[rows, k + 1] + bs2[rows, k]
-        out[rows] = -torch.minimum(torch.maximum(-upper[rows], alpha[:, None]), -lower[rows])
+        k = lb.long()[:, None]
+        alpha = (-cum.gather(1, k).squeeze(1) - slack) / slope.gather(1, k + 1).squeeze(1) + bs2.gather(1, k).squeeze(1)
+        out[rows] = -torch.minimum(torch.maximum(-upper, alpha[:, None]), -lower)
     return (sigma * out).view(x.shape)
