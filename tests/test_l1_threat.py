@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.apgd import APGD, APGDDLR, APGDTargeted, large_eps_schedule
-from robustlab.attacks.fab import FAB, FABTargeted, project_hyperplane_box
+from robustlab.attacks.fab import FAB, FABTargeted, project_hyperplane_box, project_hyperplane_box_l1
 from robustlab.core.errors import InputError
 from robustlab.core.threat import ThreatModel, project_l1_ball, project_l1_box
 
@@ -216,6 +216,21 @@ def test_l1_hyperplane_step_by_hand_and_against_reference() -> None:
         ours = project_hyperplane_box(t, w, b - (w * t).sum(1), "l1")
         torch.testing.assert_close(ours, reference.projection_l1(t.clone(), w.clone(), b.clone()), atol=1e-5, rtol=0)
         assert ((t + ours) >= 0).all() and ((t + ours) <= 1).all()
+
+
+def test_l1_hyperplane_step_from_the_largest_weights_equals_the_full_sort() -> None:
+    """Rows closed by the few largest |w|, rows that need more (sorted whole) and unreachable rows in one batch: the
+    step equals the one from sorting every row."""
+    g = torch.Generator().manual_seed(4)
+    t = torch.rand(90, 50, generator=g)
+    w = torch.randn(90, 50, generator=g)
+    gap = (w.abs() * 0.5).sum(1) * torch.linspace(0.01, 1.3, 90)  # from one coordinate's worth to out of reach
+    c = torch.where(torch.rand(90, generator=g) < 0.5, gap, -gap)
+    full = project_hyperplane_box_l1(t, w, c, top=50)
+    for top in (1, 4, 16):
+        moved = (project_hyperplane_box_l1(t, w, c, top=top) != 0).sum(1)
+        assert (moved <= top).any() and (moved > top).any()
+        torch.testing.assert_close(project_hyperplane_box_l1(t, w, c, top=top), full, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("cls", [FAB, FABTargeted])

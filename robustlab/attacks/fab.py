@@ -32,6 +32,7 @@ from robustlab.core.threat import ThreatModel, lp_norm
 from robustlab.core.validation import check_positive
 
 _HUGE = 1e30  # the step size that stands for "the hyperplane is out of the box's reach"
+_L1_TOP = 32  # largest |w| tried before a full sort (FAB-T L1 on MNIST: 2 go all the way at the median, 9 at the 90th)
 _NEWTON_STEPS = 8  # Newton steps of the hyperplane projection before the sort takes the rows left (5 do on MNIST L-inf)
 _JACOBIAN_ROWS = 2048  # images per forward/backward when the untargeted Jacobian is batched over classes
 
@@ -47,26 +48,42 @@ def _check_count(value: int, name: str) -> int:
     return int(value)
 
 
-def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor) -> Tensor:
+def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor, *, top: int = _L1_TOP) -> Tensor:
     """Minimal-L1 step ``d`` with ``w . d = c`` and ``p + d`` in [0, 1], per row of (M, D) inputs.
 
     L1 buys the most ``w . d`` per unit on the coordinates of largest ``|w|``: they move to the box edge along
     ``sign(w)`` in that order until one, moved part way, closes the gap (the reference's ``projection_l1``). Where the
-    hyperplane cannot be reached inside the box every coordinate with ``w_i != 0`` goes to its edge.
+    hyperplane cannot be reached inside the box every coordinate with ``w_i != 0`` goes to its edge. A few coordinates
+    close the gap on most rows, so the ``top`` largest ``|w|`` are tried first and only the rows they leave open are
+    sorted whole (the same step, up to which of several equal ``|w|`` moves first).
     """
     sign = torch.where(c < 0, -1.0, 1.0).to(p.dtype)
     w, c = w * sign[:, None], c * sign
     aw = w.abs()
     room = torch.where(w > 0, 1.0 - p, p).clamp_min(0.0)
-    aw_sorted, order = aw.sort(dim=1, descending=True)
-    room_sorted = room.gather(1, order)
+    k = min(top, p.shape[1])
+    aw_sorted, order = aw.topk(k, dim=1) if k < p.shape[1] else aw.sort(dim=1, descending=True)
+    amount, moved = _fill_in_order(aw_sorted, room.gather(1, order), c)
+    step = torch.zeros_like(aw).scatter_(1, order, amount)
+    if k < p.shape[1]:
+        rest = (moved == k).nonzero().squeeze(1)  # every coordinate tried went all the way: sort these rows whole
+        if rest.numel() > 0:
+            aw_sorted, order = aw[rest].sort(dim=1, descending=True)
+            amount, _ = _fill_in_order(aw_sorted, room[rest].gather(1, order), c[rest])
+            step[rest] = torch.zeros_like(amount).scatter_(1, order, amount)
+    return torch.sign(w) * step
+
+
+def _fill_in_order(aw_sorted: Tensor, room_sorted: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """How far each coordinate moves when they fill ``c`` in the given order (``|w|`` descending), and per row how
+    many went all the way (all of them: ``c`` is not reached with these coordinates)."""
     gain = (aw_sorted * room_sorted).cumsum(1)  # w . d with the first j coordinates at their edge
     m = (gain < c[:, None]).sum(1, keepdim=True)  # coordinates moved all the way
-    rank = torch.arange(p.shape[1], device=p.device)[None]
+    rank = torch.arange(aw_sorted.shape[1], device=aw_sorted.device)[None]
     before = torch.where(m > 0, gain.gather(1, (m - 1).clamp_min(0)), torch.zeros_like(c[:, None]))
-    partial = (c[:, None] - before) / aw_sorted.gather(1, m.clamp_max(p.shape[1] - 1)).clamp_min(1e-30)
+    partial = (c[:, None] - before) / aw_sorted.gather(1, m.clamp_max(aw_sorted.shape[1] - 1)).clamp_min(1e-30)
     amount = torch.where(rank < m, room_sorted, torch.where(rank == m, torch.minimum(partial, room_sorted), 0.0))
-    return torch.sign(w) * torch.zeros_like(amount).scatter(1, order, amount)
+    return amount, m.squeeze(1)
 
 
 def project_hyperplane_box(p: Tensor, w: Tensor, c: Tensor, norm: str, *, newton_steps: int = _NEWTON_STEPS
