@@ -66,7 +66,10 @@ def project_hyperplane_box_l1(p: Tensor, w: Tensor, c: Tensor, *, top: int = _L1
     amount, moved = _fill_in_order(aw_sorted, room.gather(1, order), c)
     step = torch.zeros_like(aw).scatter_(1, order, amount)
     if k < p.shape[1]:
-        rest = (moved == k).nonzero().squeeze(1)  # every coordinate tried went all the way: sort these rows whole
+        short = moved == k  # every coordinate tried went all the way
+        out_of_reach = short & ((aw * room).sum(1) < c)  # not even all of them would do: each goes to its edge
+        step = torch.where(out_of_reach[:, None], room, step)
+        rest = (short & ~out_of_reach).nonzero().squeeze(1)  # the others are sorted whole
         if rest.numel() > 0:
             aw_sorted, order = aw[rest].sort(dim=1, descending=True)
             amount, _ = _fill_in_order(aw_sorted, room[rest].gather(1, order), c[rest])
