@@ -1,0 +1,128 @@
+"""How much of each L1 attack's time its L1-box projection takes, on a real model.
+
+``autoattack_own_work.py`` measures own work on a model whose points never fall; in L1 that model is not
+representative of the projections: its constant gradient keeps APGD's iterates at its own sparsity and puts every
+FAB hyperplane out of the box's reach. Here each attack of AutoAttack's L1 ``standard`` runs alone, with its standard
+settings, on the clean-correct points of a trained model, and the CPU time spent inside its projection (APGD: the
+exact L1-ball-and-box projection; FAB-T: the minimal-L1 hyperplane step; Square: the reference's L1-box projection)
+is set against the attack's CPU time.
+
+    .venv/bin/python benchmarks/perf/l1_projection_share.py [--run RUN] [--n 29] [--eps 10] [--repeats 3]
+        [--out benchmarks/results/l1_projection_share.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from autoattack_floor import STANDARD, add_model_arguments, benchmark_model, write_report  # noqa: E402
+
+import robustlab.attacks.fab as fab_module  # noqa: E402
+import robustlab.attacks.square as square_module  # noqa: E402
+import robustlab.core.threat as threat_module  # noqa: E402
+from robustlab.attacks.autoattack import AutoAttack  # noqa: E402
+from robustlab.attacks.registry import get_attack_class  # noqa: E402
+from robustlab.core.threat import ThreatModel  # noqa: E402
+from robustlab.data import load_dataset  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "l1_projection_share.json"
+# the module-level function each attack's projection goes through (looked up by name at each call)
+PROJECTION: dict[str, tuple[ModuleType, str]] = {
+    "apgd-ce": (threat_module, "project_l1_box"),
+    "apgd-t": (threat_module, "project_l1_box"),
+    "fab-t": (fab_module, "project_hyperplane_box_l1"),
+    "square": (square_module, "l1_box_projection"),
+}
+
+
+def source_commit() -> str | None:
+    """The git commit of the robustlab being measured (None outside a git checkout)."""
+    folder = Path(threat_module.__file__).resolve().parent
+    done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None
+
+
+@contextmanager
+def timed(module: ModuleType, name: str, spent: list[float]) -> Iterator[None]:
+    """Replace ``module.name`` by a wrapper that adds each call's CPU seconds to ``spent``."""
+    original: Callable[..., Any] = getattr(module, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.process_time() - start)
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--n", type=int, default=29, help="test points (the clean-correct ones are attacked)")
+    parser.add_argument("--eps", type=float, default=10.0, help="L1 radius")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats (medians taken)")
+    parser.add_argument("--attacks", nargs="+", choices=STANDARD, default=STANDARD)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.repeats < 1:
+        parser.error("--n and --repeats must be >= 1")
+
+    model, dataset, label = benchmark_model(args.run, args.which, "cpu")
+    threat = ThreatModel("l1", args.eps)
+    test = load_dataset(dataset, "test")
+    x, y = test.float_images(range(args.n)), test.labels[: args.n]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    x, y = x[correct], y[correct]
+    plan = dict(AutoAttack(model, threat, version="standard").plan)
+    report: dict[str, Any] = {
+        "benchmark": "l1_projection_share", "model": label, "dataset": dataset, "n": int(x.shape[0]),
+        "eps": args.eps, "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.machine(), "load_before": os.getloadavg(),
+        "robustlab_commit": source_commit(), "attacks": {},
+    }
+    print(f"{'attack':<9}{'calls':>7}{'ms/call':>10}{'projection s':>14}{'attack s':>10}{'share':>8}")
+    for name in args.attacks:
+        totals, inside, calls = [], [], 0
+        for _ in range(args.repeats):
+            attack = get_attack_class(name)(model, threat, **plan[name])
+            spent: list[float] = []
+            with timed(*PROJECTION[name], spent):
+                start = time.process_time()
+                attack(x, y)
+                totals.append(time.process_time() - start)
+            inside.append(sum(spent))
+            calls = len(spent)
+        total, projection = statistics.median(totals), statistics.median(inside)
+        report["attacks"][name] = {"settings": plan[name], "projection": ".".join(
+            (PROJECTION[name][0].__name__, PROJECTION[name][1])), "calls": calls, "projection_s": projection,
+            "attack_s": total, "share": projection / total}
+        print(f"{name:<9}{calls:>7}{projection / max(calls, 1) * 1e3:>10.3f}{projection:>14.3f}{total:>10.2f}"
+              f"{projection / total:>8.1%}")
+    report["load_after"] = os.getloadavg()
+    write_report(args.out, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
