@@ -32,7 +32,7 @@ def l1_box_projection(x: Tensor, delta: Tensor, eps: float) -> Tensor:
     lower = -yf.abs()  # the move that brings the coordinate back to x
     out = upper.clone()
     s1 = -upper.sum(dim=1)
-    slack = eps - yf.abs().sum(dim=1)
+    slack = eps + lower.sum(dim=1)  # eps - sum |y|, the same float (negation is exact)
     rows = (s1 + slack < 0).nonzero().squeeze(1)  # still outside the ball after the box step
     if rows.numel() > 0:  # the breakpoints are sorted for these rows only (Square's are mostly inside already)
         upper, lower, s1, slack = upper[rows], lower[rows], s1[rows], slack[rows]
