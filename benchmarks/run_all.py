@@ -42,8 +42,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "autoattack_own_work": ("perf/autoattack_own_work.py",
                             ["--out", "benchmarks/results/autoattack_own_work_tiny_cnn.json"]),
     "batch_scaling": ("perf/batch_scaling.py", ["--out", "benchmarks/results/batch_scaling_tiny_cnn.json"]),
-    "l1_projection_share": ("perf/l1_projection_share.py",
-                            ["--out", "benchmarks/results/l1_projection_share_tiny_cnn.json"]),
+    "projection_share": ("perf/projection_share.py", ["--out", "benchmarks/results/projection_share_l1_tiny_cnn.json"]),
 }
 # need a trained run folder as their first argument
 NEEDS_RUN: dict[str, str] = {
