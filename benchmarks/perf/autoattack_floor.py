@@ -15,9 +15,11 @@ defence). Our AutoAttack runs its forward-only attacks (Square) with channels-la
 Two modes: ``chain`` is AutoAttack standard as it runs (each attack on the points all earlier ones left robust; on a
 non-robust model the later attacks get no points), ``alone`` runs each of its attacks by itself on every clean-correct
 point, with the standard settings and seeds, so each attack's overhead is measured on a full batch.
+``--survivors-of ATTACK`` gives alone mode the points our ATTACK leaves robust instead, the harder points a chain
+hands on, with the repeats a single chain run lacks.
 
     .venv/bin/python benchmarks/perf/autoattack_floor.py [--run RUN] [--n 100] [--eps 0.3] [--norm linf]
-        [--modes chain alone] [--alone ATTACK ...] [--repeats 1] [--train-steps 300]
+        [--modes chain alone] [--alone ATTACK ...] [--survivors-of ATTACK] [--repeats 1] [--train-steps 300]
         [--out benchmarks/results/autoattack_floor.json]
 
 Without ``--run`` the model is a small CNN trained for a few seconds (``--train-steps`` Adam steps, seed 0) on the
@@ -283,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="threat norm; both run AutoAttack standard's settings for it")
     parser.add_argument("--modes", nargs="+", choices=("chain", "alone"), default=["chain", "alone"])
     parser.add_argument("--alone", nargs="+", choices=STANDARD, default=STANDARD, help="attacks run alone")
+    parser.add_argument("--survivors-of", choices=STANDARD,
+                        help="alone: attack only the points our ATTACK (standard settings) leaves robust, as a chain "
+                             "would, but with repeats")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median taken)")
     parser.add_argument("--train-steps", type=int, default=300, help="Adam steps of the default model")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (with --run: auto too)")
@@ -306,6 +311,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["modes"]["chain"] = bench(model, x, y, threat, STANDARD, args.repeats)
     if "alone" in args.modes:
         xc, yc = x[correct], y[correct]
+        if args.survivors_of:
+            xc, yc = survivors(model, xc, yc, threat, args.survivors_of)
+            report["survivors_of"] = {"attack": args.survivors_of, "points": int(yc.numel())}
         report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in args.alone}
     report["load_after"] = os.getloadavg()
     print(f"{'mode':<7}{'attack':<15}{'points':>7}{'ours s':>9}{'floor s':>9}{'ours/floor':>11}{'ref/floor':>10}"
@@ -321,6 +329,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{_fmt(r['ours_over_reference_cpu']):>9}   {_span(r.get('paired_cpu', {}).get('ours_over_floor'))}")
     write_report(args.out, report)
     return report
+
+
+def survivors(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attack: str) -> tuple[Tensor, Tensor]:
+    """The points our ``attack``, with AutoAttack standard's settings for the norm, leaves robust."""
+    settings = dict(AutoAttack(model, threat, version="standard").plan)[attack]
+    x_adv = get_attack_class(attack)(model, threat, **settings)(x, y)
+    with torch.no_grad():
+        robust = model(x_adv).argmax(1) == y
+    return x[robust], y[robust]
 
 
 def _fmt(ratio: float | None) -> str:
