@@ -43,6 +43,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                             ["--out", "benchmarks/results/autoattack_own_work_tiny_cnn.json"]),
     "batch_scaling": ("perf/batch_scaling.py", ["--out", "benchmarks/results/batch_scaling_tiny_cnn.json"]),
     "projection_share": ("perf/projection_share.py", ["--out", "benchmarks/results/projection_share_l1_tiny_cnn.json"]),
+    "survivor_strength_vs_reference": ("checks/survivor_strength_vs_reference.py",
+                                       ["--out", "benchmarks/results/survivor_strength_vs_reference_tiny_cnn.json"]),
 }
 # need a trained run folder as their first argument
 NEEDS_RUN: dict[str, str] = {

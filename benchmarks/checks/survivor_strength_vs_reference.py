@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = dict(AutoAttack(model, threat, version="standard").plan)[args.attack]
     rows = []
     print(f"{len(y)} points left robust by our {args.survivors_of}; robust after {args.attack}:")
-    for seed in range(args.seeds):
+    for seed in range(args.seeds if len(y) else 0):  # nothing left to attack: an empty report
         x_adv = get_attack_class(args.attack)(model, threat, **{**settings, "seed": seed})(x, y)
         with torch.no_grad():
             ours = int((model(x_adv).argmax(1) == y).sum())
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "norm": args.norm, "eps": args.eps, "attack": args.attack, "settings": settings,
         "survivors_of": args.survivors_of, "points": int(y.numel()), "torch": torch.__version__,
         "python": platform.python_version(), "seeds": rows,
-        "mean_robust": {"ours": statistics.mean(r["ours"] for r in rows),
-                        "reference": statistics.mean(r["reference"] for r in rows)},
+        "mean_robust": {who: statistics.mean(r[who] for r in rows) if rows else None for who in ("ours", "reference")},
     }
     write_report(args.out, report)
     return report
