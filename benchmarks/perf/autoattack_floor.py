@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         xc, yc = x[correct], y[correct]
         if args.survivors_of:
             xc, yc = survivors(model, xc, yc, threat, args.survivors_of)
+            if yc.numel() == 0:
+                parser.error(f"our {args.survivors_of} leaves no point robust: alone mode has nothing to attack")
             report["survivors_of"] = {"attack": args.survivors_of, "points": int(yc.numel())}
         report["modes"]["alone"] = {a: bench(model, xc, yc, threat, [a], args.repeats) for a in args.alone}
     report["load_after"] = os.getloadavg()
