@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument("--attack", choices=STANDARD, default="apgd-t")
-    parser.add_argument("--survivors-of", choices=STANDARD, default="apgd-ce")
+    parser.add_argument("--survivors-of", choices=[*STANDARD, "none"], default="apgd-ce",
+                        help="the attack whose robust points are attacked (none: every clean-correct point)")
     parser.add_argument("--norm", choices=tuple(REFERENCE_NORMS), default="l1")
     parser.add_argument("--eps", type=float, default=5.0)
     parser.add_argument("--n", type=int, default=200, help="test points (the clean-correct ones are attacked)")
@@ -72,10 +73,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x, y = test.float_images(range(args.n)), test.labels[: args.n]
     with torch.no_grad():
         correct = model(x).argmax(1) == y
-    x, y = survivors(model, x[correct], y[correct], threat, args.survivors_of)
+    x, y = x[correct], y[correct]
+    if args.survivors_of != "none":
+        x, y = survivors(model, x, y, threat, args.survivors_of)
     settings = dict(AutoAttack(model, threat, version="standard").plan)[args.attack]
     rows = []
-    print(f"{len(y)} points left robust by our {args.survivors_of}; robust after {args.attack}:")
+    print(f"{len(y)} points (left robust by our {args.survivors_of}); robust after {args.attack}:")
     for seed in range(args.seeds if len(y) else 0):  # nothing left to attack: an empty report
         x_adv = get_attack_class(args.attack)(model, threat, **{**settings, "seed": seed})(x, y)
         with torch.no_grad():
