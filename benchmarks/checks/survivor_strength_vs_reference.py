@@ -26,14 +26,15 @@ from autoattack_floor import (  # noqa: E402
     STANDARD,
     add_model_arguments,
     benchmark_model,
+    correctly_classified,
     survivors,
+    test_points,
     write_report,
 )
 
 from robustlab.attacks.autoattack import AutoAttack  # noqa: E402
 from robustlab.attacks.registry import get_attack_class  # noqa: E402
 from robustlab.core.threat import ThreatModel  # noqa: E402
-from robustlab.data import load_dataset  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "survivor_strength_vs_reference.json"
 
@@ -48,8 +49,7 @@ def reference_robust(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, t
     ref.verbose = False
     ref.attacks_to_run = [attack]
     x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=len(x))
-    with torch.no_grad():
-        return int((model(x_adv).argmax(1) == y).sum())
+    return int(correctly_classified(model, x_adv, y).sum())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -69,10 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model, dataset, label = benchmark_model(args.run, args.which, "cpu")
     threat = ThreatModel(args.norm, args.eps)
-    test = load_dataset(dataset, "test")
-    x, y = test.float_images(range(args.n)), test.labels[: args.n]
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    x, y = test_points(dataset, args.n)
+    correct = correctly_classified(model, x, y)
     x, y = x[correct], y[correct]
     if args.survivors_of != "none":
         x, y = survivors(model, x, y, threat, args.survivors_of)
@@ -81,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{len(y)} points (left robust by our {args.survivors_of}); robust after {args.attack}:")
     for seed in range(args.seeds if len(y) else 0):  # nothing left to attack: an empty report
         x_adv = get_attack_class(args.attack)(model, threat, **{**settings, "seed": seed})(x, y)
-        with torch.no_grad():
-            ours = int((model(x_adv).argmax(1) == y).sum())
+        ours = int(correctly_classified(model, x_adv, y).sum())
         reference = reference_robust(model, x, y, threat, args.attack, seed)
         rows.append({"seed": seed, "ours": ours, "reference": reference})
         print(f"  seed {seed}: robustlab {ours}, reference {reference}")

@@ -219,6 +219,24 @@ def benchmark_model(run: Path | None, which: str, device: str, train_steps: int 
     return trained_tiny_cnn(train_steps).to(device), "mnist", "tiny-cnn"
 
 
+def test_points(dataset: str, n: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The first ``n`` points of the dataset's test split, as floats in [0, 1], on ``device``."""
+    test = load_dataset(dataset, "test")
+    return test.float_images(range(n)).to(device), test.labels[:n].to(device)
+
+
+def correctly_classified(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Which points the model labels right (the clean-correct filter, or robust after an attack's points)."""
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+def classes_of(model: nn.Module, x: Tensor) -> int:
+    """How many classes the model scores (one forward pass on the first point)."""
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON result atomically and say where."""
     atomic_write_json(path, report)
@@ -297,10 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, dataset, label = benchmark_model(args.run, args.which, args.device, args.train_steps)
     device = next(model.parameters()).device
     threat = ThreatModel(args.norm, args.eps)
-    test = load_dataset(dataset, "test")
-    x, y = test.float_images(range(args.n)).to(device), test.labels[: args.n].to(device)
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    x, y = test_points(dataset, args.n, device)
+    correct = correctly_classified(model, x, y)
     report: dict[str, Any] = {
         "benchmark": "autoattack_floor", "model": label, "dataset": dataset, "n": args.n, "eps": args.eps,
         "norm": args.norm, "repeats": args.repeats, "device": str(device), "threads": torch.get_num_threads(),
@@ -336,9 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def survivors(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attack: str) -> tuple[Tensor, Tensor]:
     """The points our ``attack``, with AutoAttack standard's settings for the norm, leaves robust."""
     settings = dict(AutoAttack(model, threat, version="standard").plan)[attack]
-    x_adv = get_attack_class(attack)(model, threat, **settings)(x, y)
-    with torch.no_grad():
-        robust = model(x_adv).argmax(1) == y
+    robust = correctly_classified(model, get_attack_class(attack)(model, threat, **settings)(x, y), y)
     return x[robust], y[robust]
 
 

@@ -36,7 +36,9 @@ from autoattack_floor import (  # noqa: E402
     STANDARD,
     add_model_arguments,
     benchmark_model,
+    classes_of,
     replay,
+    test_points,
     write_report,
 )
 
@@ -44,7 +46,6 @@ from robustlab.attacks.autoattack import AutoAttack  # noqa: E402
 from robustlab.attacks.memory_format import channels_last, channels_last_helps  # noqa: E402
 from robustlab.attacks.registry import get_attack_class  # noqa: E402
 from robustlab.core.threat import ThreatModel  # noqa: E402
-from robustlab.data import load_dataset  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "autoattack_own_work.json"
 # per step of each attack: (forward + backward passes, forward-only passes)
@@ -95,10 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model, dataset, label = benchmark_model(args.run, args.which, "cpu")
     threat = ThreatModel(args.norm, args.eps)
-    test = load_dataset(dataset, "test")
-    x, y = test.float_images(range(args.n)), test.labels[: args.n]
-    with torch.no_grad():
-        classes = int(model(x[:1]).shape[1])
+    x, y = test_points(dataset, args.n)
+    classes = classes_of(model, x)
     free = free_model(x, classes)
     zeros = torch.zeros_like(y)
     plan = dict(AutoAttack(model, threat, version="standard").plan)

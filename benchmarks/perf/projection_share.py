@@ -30,7 +30,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autoattack_floor import STANDARD, add_model_arguments, benchmark_model, write_report  # noqa: E402
+from autoattack_floor import (  # noqa: E402
+    STANDARD,
+    add_model_arguments,
+    benchmark_model,
+    classes_of,
+    correctly_classified,
+    test_points,
+    write_report,
+)
 from autoattack_own_work import free_model  # noqa: E402
 
 import robustlab.attacks.fab as fab_module  # noqa: E402
@@ -39,7 +47,6 @@ import robustlab.core.threat as threat_module  # noqa: E402
 from robustlab.attacks.autoattack import AutoAttack  # noqa: E402
 from robustlab.attacks.registry import get_attack_class  # noqa: E402
 from robustlab.core.threat import ThreatModel  # noqa: E402
-from robustlab.data import load_dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DEFAULT_EPS = {"linf": 0.3, "l2": 2.0, "l1": 10.0}
@@ -107,15 +114,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model, dataset, label = benchmark_model(args.run, args.which, "cpu")
     threat = ThreatModel(args.norm, eps)
-    test = load_dataset(dataset, "test")
-    x, y = test.float_images(range(args.n)), test.labels[: args.n]
-    with torch.no_grad():
-        logits = model(x)
-    correct = logits.argmax(1) == y
+    x, y = test_points(dataset, args.n)
+    correct = correctly_classified(model, x, y)
     x, y = x[correct], y[correct]
     plan = dict(AutoAttack(model, threat, version="standard").plan)
     if args.free_model:  # its class 0 wins every point by ~10: no point falls
-        model, y, label = free_model(x, logits.shape[1]), torch.zeros_like(y), "free model"
+        model, y, label = free_model(x, classes_of(model, x)), torch.zeros_like(y), "free model"
     report: dict[str, Any] = {
         "benchmark": "projection_share", "model": label, "dataset": dataset, "n": int(x.shape[0]),
         "norm": args.norm, "eps": eps, "repeats": args.repeats, "threads": torch.get_num_threads(),
