@@ -179,7 +179,7 @@ class _WholeImageSquare(Square):
         _, c, h, w = x.shape
         eps = self.threat.eps
         s = min(max(int(round((p * (h * w)) ** 0.5)), 1), h, w)
-        vh, vw = draws.corner(h - s), draws.corner(w - s)
+        vh, vw = draws.corners(h - s, w - s)
         change = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
         change[:, vh : vh + s, vw : vw + s] = 2.0 * eps * draws.signs(c, 1, 1)
         return torch.clamp(torch.min(torch.max(x_best + change, x - eps), x + eps), 0.0, 1.0)

@@ -29,13 +29,14 @@ def l1_box_projection(x: Tensor, delta: Tensor, eps: float) -> Tensor:
     d = yf.shape[1]
     sigma = yf.sign()
     upper = torch.minimum(1 - xf - yf, xf + yf).clamp(max=0.0)  # <= 0: the move that brings x + delta into the box
-    lower = -yf.abs()  # the move that brings the coordinate back to x
-    out = upper.clone()
     s1 = -upper.sum(dim=1)
-    slack = eps + lower.sum(dim=1)  # eps - sum |y|, the same float (negation is exact)
+    magnitude = yf.abs()
+    slack = eps - magnitude.sum(dim=1)  # the reference's eps + sum(-|y|): the same float (negation is exact)
     rows = (s1 + slack < 0).nonzero().squeeze(1)  # still outside the ball after the box step
+    out = upper
     if rows.numel() > 0:  # the breakpoints are sorted for these rows only (Square's are mostly inside already)
-        upper, lower, s1, slack = upper[rows], lower[rows], s1[rows], slack[rows]
+        out = upper.clone()
+        upper, lower, s1, slack = upper[rows], -magnitude[rows], s1[rows], slack[rows]  # lower: back to x
         bs, order = torch.sort(-torch.cat((upper, lower), 1), dim=1)
         bs2 = torch.cat((bs[:, 1:], bs.new_zeros(rows.numel(), 1)), 1)
         slope = (2 * (order < d).to(dtype) - 1).cumsum(dim=1)

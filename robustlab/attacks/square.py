@@ -101,9 +101,11 @@ class _Draws:
         t = torch.sign(2 * torch.rand(shape, generator=self.gen) - 1)
         return t.to(device=self.device, dtype=self.dtype)
 
-    def corner(self, high: int) -> int:
-        """``floor(high * u)``: uniform in [0, high - 1], 0 when high is 0 (the reference's ``random_int(0, high)``)."""
-        return int((high * torch.rand(1, generator=self.gen)).long())
+    def corners(self, *highs: int) -> list[int]:
+        """``floor(high * u)`` for each high: uniform in [0, high - 1], 0 when high is 0 (the reference's
+        ``random_int(0, high)`` called once per high; one draw of len(highs) uniforms gives the same numbers)."""
+        u = torch.rand(len(highs), generator=self.gen)
+        return (torch.tensor(highs, dtype=u.dtype) * u).long().tolist()
 
     def blob(self, s: int, power: int) -> Tensor:
         """The reference's window pattern: +rectangles on one half, -rectangles on the other, random orientation."""
@@ -244,7 +246,7 @@ class Square(Attack):
         _, c, h, w = x.shape
         eps = self.threat.eps
         s = min(max(int(round(math.sqrt(p * (h * w)))), 1), h, w)
-        vh, vw = draws.corner(h - s), draws.corner(w - s)
+        vh, vw = draws.corners(h - s, w - s)
         win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
         x_win = x[win]
         moved = x_best[win] + 2.0 * eps * draws.signs(c, 1, 1)
@@ -291,8 +293,7 @@ class Square(Attack):
         _, _, h, w = x.shape
         s = max(int(round(math.sqrt(p * (h * w)))), 3)
         s = min(s + 1 - s % 2, h, w)  # odd, as in the reference, unless the image is smaller
-        vh, vw = draws.corner(h - s), draws.corner(w - s)
-        vh2, vw2 = draws.corner(h - s), draws.corner(w - s)
+        vh, vw, vh2, vw2 = draws.corners(h - s, w - s, h - s, w - s)
         win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
         win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
         mask = torch.zeros_like(x)
