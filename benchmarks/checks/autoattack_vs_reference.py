@@ -1,7 +1,8 @@
 """Our native AutoAttack vs the reference implementation (``pyautoattack``) on the same model and points.
 
 Reports, for one version (default ``standard``): robust accuracy and wall time of each, their ratio, and the
-per-attack cumulative accuracies of both (the reference's read from its own log lines). Both run in fp32 on the
+per-attack cumulative accuracies of both (the reference's read from its own log lines) and the indices of the points
+each leaves robust. Both run in fp32 on the
 same device (``--device``) with the same batch size and seed, one after the other.
 
     .venv/bin/python benchmarks/checks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
@@ -64,8 +65,9 @@ def reference_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         logger.removeHandler(stages)
         logger.setLevel(previous_level)
     with torch.no_grad():
-        acc = float((model(x_adv).argmax(1) == y).float().mean())
-    return {"robust_accuracy": acc, "accuracy_after": stages.accuracy_after, "seconds": seconds}
+        robust = model(x_adv).argmax(1) == y
+    return {"robust_accuracy": float(robust.float().mean()), "accuracy_after": stages.accuracy_after,
+            "robust_points": robust.nonzero().squeeze(1).tolist(), "seconds": seconds}
 
 
 def main() -> None:
@@ -100,11 +102,16 @@ def main() -> None:
                           batch_size=args.batch_size).run(x, y)
         result["ours"] = {"clean_accuracy": ours.clean_accuracy, "robust_accuracy": ours.robust_accuracy,
                           "accuracy_after": ours.accuracy_after, "timings": ours.timings,
+                          "robust_points": ours.robust_mask.nonzero().squeeze(1).tolist(),
                           "seconds": time.perf_counter() - start}
     if not args.skip_reference:
         result["reference"] = reference_accuracy(model, x, y, args)
     if "ours" in result and "reference" in result:
         result["time_ratio_ours_over_reference"] = result["ours"]["seconds"] / result["reference"]["seconds"]
+        ours_only, reference_only = (sorted(set(a) - set(b)) for a, b in (
+            (result["ours"]["robust_points"], result["reference"]["robust_points"]),
+            (result["reference"]["robust_points"], result["ours"]["robust_points"])))
+        result["robust_for_ours_only"], result["robust_for_reference_only"] = ours_only, reference_only
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
