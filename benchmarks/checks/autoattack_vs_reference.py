@@ -2,8 +2,8 @@
 
 Reports, for one version (default ``standard``): robust accuracy and wall time of each, their ratio, and the
 per-attack cumulative accuracies of both (the reference's read from its own log lines) and the indices of the points
-each leaves robust. Both run in fp32 on the
-same device (``--device``) with the same batch size and seed, one after the other.
+each leaves robust. Both run in fp32 on the same device (``--device``) with the same batch size and seed, one after
+the other.
 
     .venv/bin/python benchmarks/checks/autoattack_vs_reference.py RUN_DIR [--n 500] [--eps 0.3] [--version standard]
         [--which best] [--seed 0] [--out benchmarks/results/autoattack_vs_reference.json]
